@@ -1,0 +1,1 @@
+piqc-hook.sh

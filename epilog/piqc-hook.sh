@@ -1,0 +1,62 @@
+#!/bin/sh
+# piqc-slurm hook fragment for slurmd's Prolog and Epilog.
+#
+# Install it next to the site's own hooks instead of replacing them:
+#   slurm.conf:  Prolog=/etc/slurm/prolog.d/*   Epilog=/etc/slurm/epilog.d/*
+#                PrologFlags=Alloc   (required: the Prolog runs at allocation)
+#   cp piqc-hook.sh /etc/slurm/prolog.d/50-piqc.sh
+#   cp piqc-hook.sh /etc/slurm/epilog.d/50-piqc.sh
+# (prolog.sh and epilog.sh in this folder are links to this one file.)
+#
+# Which hook it is comes from SLURM_SCRIPT_CONTEXT (prolog_slurmd or
+# epilog_slurmd), else from the file name.  slurmd runs hooks with no PATH, so
+# every program is named by absolute path.  A non-zero or hung hook drains
+# the node: this wrapper bounds piqc-slurm with a hard timeout and exits 0 on
+# every path, logging Begin/End with the job id to syslog.
+#
+# Site settings (optional) are read from the file PIQC_HOOK_ENV names, as
+# shell `export NAME=value` lines:
+#   PIQC_BIN       absolute path of the piqc-slurm entry point
+#   PIQC_CONFIG    piqc-slurm's config file
+#   PIQC_TIMEOUT   seconds before the hook is killed (default 10 prolog, 30 epilog)
+#   PIQC_HOOK_LOG  also append Begin/End lines to this file
+PIQC_HOOK_ENV=/etc/default/piqc-slurm
+PIQC_BIN=/opt/piqc/venv/bin/piqc-slurm
+
+if [ -r "$PIQC_HOOK_ENV" ]; then
+    . "$PIQC_HOOK_ENV" >/dev/null 2>&1
+fi
+
+case "${SLURM_SCRIPT_CONTEXT:-$0}" in
+    prolog_slurmd|*prolog*) verb=prolog; default_timeout=10 ;;
+    epilog_slurmd|*epilog*) verb=epilog; default_timeout=30 ;;
+    *) verb=unknown ;;
+esac
+
+note() {
+    /usr/bin/logger -t piqc-slurm -p daemon.info -- "$*" >/dev/null 2>&1
+    if [ -n "${PIQC_HOOK_LOG:-}" ]; then
+        printf '%s %s\n' "$(/bin/date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >>"$PIQC_HOOK_LOG" 2>/dev/null
+    fi
+    return 0
+}
+
+job=${SLURM_JOB_ID:-unknown}
+note "$verb Begin job=$job node=${SLURMD_NODENAME:-?}"
+if [ "$verb" = unknown ]; then
+    note "$verb End job=$job rc=- (cannot tell prolog from epilog: SLURM_SCRIPT_CONTEXT unset)"
+    exit 0
+fi
+if [ ! -x "$PIQC_BIN" ]; then
+    note "$verb End job=$job rc=- ($PIQC_BIN is not executable: nothing done)"
+    exit 0
+fi
+/usr/bin/timeout -k 2 "${PIQC_TIMEOUT:-$default_timeout}" "$PIQC_BIN" "$verb" </dev/null >/dev/null 2>&1
+rc=$?
+case $rc in
+    0) why= ;;
+    124|137) why=" (timed out)" ;;
+    *) why=" (failed; see syslog)" ;;
+esac
+note "$verb End job=$job rc=$rc$why exit=0"
+exit 0

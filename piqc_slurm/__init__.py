@@ -1,0 +1,3 @@
+"""piqc-slurm: make the GPU spend of Slurm batch jobs visible."""
+
+__version__ = "0.1.0"

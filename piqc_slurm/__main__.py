@@ -1,0 +1,3 @@
+from piqc_slurm.cli import main
+
+main()

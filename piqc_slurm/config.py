@@ -1,0 +1,241 @@
+"""Configuration: TOML, decoded strictly against one schema.
+
+Search order (first found wins): `--config PATH`, `$PIQC_CONFIG`,
+/etc/piqc/piqc.toml, built-in defaults.  The store URL has its own order:
+`--db URL`, `$PIQC_DB`, the config's `db`, then SQLite under /var/lib/piqc
+(falling back to the user's data dir, with a message, when that is not
+writable).
+
+An unknown key or a value of the wrong type is a ConfigError naming the file,
+the key and what was expected: a typo in a site config must never silently
+fall back to a default.  The schema below is the single source of truth for
+the defaults, `config show`, the example config and the docs (a test checks
+that each key is documented in both).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from piqc_slurm.errors import ConfigError
+
+SYSTEM_CONFIG = "/etc/piqc/piqc.toml"
+DEFAULT_DB_DIR = "/var/lib/piqc"
+
+
+@dataclass(frozen=True)
+class Setting:
+    type: type | tuple[type, ...]
+    default: Any
+    doc: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+
+
+# Top-level keys, then one table per section.  Types: str, bool, int, float
+# (an int is accepted where a float is expected), list (of str), dict.
+SCHEMA: dict[str, dict[str, Setting] | Setting] = {
+    "cluster": Setting(str, "", "Cluster name; empty: SLURM_CLUSTER_NAME in hooks, else sacct's."),
+    "db": Setting(str, "", "SQLAlchemy URL of the store; empty: sqlite under /var/lib/piqc."),
+    "spool_dir": Setting(str, "/var/spool/piqc", "Node-local spool of sampler state and summaries (root-only)."),
+    "delivery": Setting(str, "shared-spool", "How the Epilog delivers a summary after spooling it.",
+                        choices=("push", "shared-spool", "spool-only")),
+    "shared_spool_dir": Setting(str, "", "With delivery = shared-spool: the shared directory ingest reads."),
+    "log_level": Setting(str, "info", "Least severe message logged.",
+                         choices=("debug", "info", "warning", "error")),
+    "syslog": Setting(bool, True, "Log hook and sampler messages to syslog (facility daemon)."),
+    "sampler": {
+        "enabled": Setting(bool, True, "Start a sampler for GPU jobs at all."),
+        "interval": Setting(float, 1.0, "Seconds between NVML samples.", minimum=0.1),
+        "min_interval": Setting(float, 1.0, "Site minimum: a user's --gpu-monitor=SECONDS is clamped up to it.",
+                                minimum=0.1),
+        "max_interval": Setting(float, 300.0, "Site maximum for a user's interval.", minimum=1.0),
+        "allow_opt_out": Setting(bool, True, "Honour a user's --gpu-monitor=off."),
+        "process_interval": Setting(float, 10.0, "Seconds between running-process queries (a costly call).",
+                                    minimum=1.0),
+        "checkpoint_interval": Setting(float, 30.0, "Seconds between checkpoints to the spool.", minimum=1.0),
+        "timeline_bin": Setting(int, 60, "Seconds per timeline bin kept for charts.", minimum=1),
+        "active_util": Setting(float, 5.0, "Utilization (%) at or above which a sample counts as active.",
+                               minimum=0.0),
+        "orphan_check": Setting(float, 60.0, "Seconds between checks that the job still exists.", minimum=1.0),
+    },
+    "epilog": {
+        "flush_timeout": Setting(float, 5.0, "Seconds the Epilog waits for the sampler's final flush.",
+                                 minimum=0.0),
+        "user_report": Setting(bool, True, "Append a short GPU report to the job's output file."),
+        "report_timeout": Setting(float, 3.0, "Seconds the report writer may take (hung file systems).",
+                                  minimum=0.1),
+        "push_connect_timeout": Setting(float, 3.0, "Seconds to connect to the store with delivery = push.",
+                                        minimum=0.1),
+        "push_jitter": Setting(float, 2.0, "Random delay (s) before a push, to spread a wave of Epilogs.",
+                               minimum=0.0),
+    },
+    # A table of its own: [prices] h100 = 4.0 ... ; built-in catalog prices fill the rest.
+    "prices": Setting(dict, {}, "USD per GPU-hour by GPU type (`h100 = 4.0`); `default` for unlisted types."),
+    "access": {
+        "admin_users": Setting(list, ["root"], "Users who see every job in `sacct`/`seff`."),
+        "admin_groups": Setting(list, [], "Groups whose members see every job."),
+    },
+}
+
+
+@dataclass
+class Config:
+    values: dict[str, Any]
+    origins: dict[str, str] = field(default_factory=dict)
+    path: str | None = None
+
+    def get(self, dotted: str) -> Any:
+        return self.values[dotted]
+
+    def __getitem__(self, dotted: str) -> Any:
+        return self.values[dotted]
+
+
+def iter_schema():
+    """(dotted key, Setting) for every key, in schema order."""
+    for key, val in SCHEMA.items():
+        if isinstance(val, Setting):
+            yield key, val
+        else:
+            for sub, setting in val.items():
+                yield f"{key}.{sub}", setting
+
+
+def defaults() -> dict[str, Any]:
+    return {k: s.default for k, s in iter_schema()}
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = {str: "a string", bool: "true or false", int: "an integer", float: "a number",
+             list: "a list of strings", dict: "a table"}
+    return names.get(t, str(t)) if isinstance(t, type) else " or ".join(_type_name(x) for x in t)
+
+
+def _check(path: str, key: str, setting: Setting, value: Any) -> Any:
+    t = setting.type
+    ok = isinstance(value, t) and not (t is int and isinstance(value, bool))
+    if t is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"{path}: {key}: expected {_type_name(t)}, got {value!r}")
+    if t is list and not all(isinstance(x, str) for x in value):
+        raise ConfigError(f"{path}: {key}: expected a list of strings, got {value!r}")
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(f"{path}: {key}: expected one of {', '.join(setting.choices)}, got {value!r}")
+    if setting.minimum is not None and value < setting.minimum:
+        raise ConfigError(f"{path}: {key}: expected at least {setting.minimum:g}, got {value!r}")
+    if key == "prices":
+        for gpu, price in value.items():
+            if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
+                raise ConfigError(f"{path}: prices.{gpu}: expected a price in USD per GPU-hour >= 0, got {price!r}")
+        value = {str(k).lower(): float(v) for k, v in value.items()}
+    return value
+
+
+def decode(doc: dict[str, Any], path: str) -> dict[str, Any]:
+    """Validate a parsed TOML document; return {dotted key: value} for keys it sets."""
+    out: dict[str, Any] = {}
+    for key, val in doc.items():
+        spec = SCHEMA.get(key)
+        if spec is None:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(SCHEMA)})")
+        if isinstance(spec, Setting):
+            out[key] = _check(path, key, spec, val)
+            continue
+        if not isinstance(val, dict):
+            raise ConfigError(f"{path}: [{key}]: expected a table, got {val!r}")
+        for sub, subval in val.items():
+            setting = spec.get(sub)
+            if setting is None:
+                raise ConfigError(f"{path}: unknown key '{key}.{sub}' (known in [{key}]: {', '.join(spec)})")
+            out[f"{key}.{sub}"] = _check(path, f"{key}.{sub}", setting, subval)
+    return out
+
+
+def find_config_file(explicit: str | None, env: dict[str, str] | None = None) -> tuple[str | None, str]:
+    """(path or None, how it was chosen).  An explicitly named file must exist."""
+    env = os.environ if env is None else env
+    if explicit:
+        return explicit, "--config"
+    if env.get("PIQC_CONFIG"):
+        return env["PIQC_CONFIG"], "$PIQC_CONFIG"
+    if os.path.exists(SYSTEM_CONFIG):
+        return SYSTEM_CONFIG, SYSTEM_CONFIG
+    return None, "built-in defaults"
+
+
+def load(explicit: str | None = None, db: str | None = None, env: dict[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    path, how = find_config_file(explicit, env)
+    values = defaults()
+    origins = {k: "default" for k in values}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file (named by {how})") from None
+        except PermissionError:
+            raise ConfigError(f"{path}: permission denied reading the config file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+        for key, val in decode(doc, path).items():
+            values[key] = val
+            origins[key] = path
+    if db:
+        values["db"], origins["db"] = db, "--db"
+    elif env.get("PIQC_DB"):
+        values["db"], origins["db"] = env["PIQC_DB"], "$PIQC_DB"
+    return Config(values=values, origins=origins, path=path)
+
+
+def default_db_url(uid: int | None = None) -> tuple[str, str | None]:
+    """The store URL when none is configured, and a note if it had to fall back."""
+    target = Path(DEFAULT_DB_DIR)
+    if os.access(target if target.exists() else target.parent, os.W_OK):
+        return f"sqlite:///{target / 'piqc.db'}", None
+    home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share") / "piqc"
+    note = f"{DEFAULT_DB_DIR} is not writable: using {home / 'piqc.db'} (set db in the config or --db)"
+    return f"sqlite:///{home / 'piqc.db'}", note
+
+
+DEFAULT_PRICE = 2.0
+
+
+def price_for(cfg: Config, gpu_type: str | None) -> float:
+    """USD per GPU-hour for a GPU type: the config's [prices], else its `default`."""
+    prices = cfg["prices"]
+    return prices.get((gpu_type or "").lower(), prices.get("default", DEFAULT_PRICE))
+
+
+def to_toml(cfg: Config, with_origins: bool = True) -> str:
+    """The effective configuration as TOML, each value commented with its origin."""
+    import tomli_w
+
+    lines: list[str] = []
+    tables: list[str] = []
+    section = None
+    for key, _setting in iter_schema():
+        sect, _, name = key.rpartition(".")
+        origin = f"  # {cfg.origins.get(key, 'default')}" if with_origins else ""
+        if isinstance(cfg[key], dict):  # a top-level free-form table goes last
+            tables.append(f"\n[{key}]{origin}")
+            tables.extend(tomli_w.dumps({k: v}).strip() for k, v in cfg[key].items())
+            continue
+        if sect != section and sect:
+            lines.append(f"\n[{sect}]")
+            section = sect
+        value = cfg[key]
+        if isinstance(value, list):  # one line, not tomli-w's one-item-per-line arrays
+            rendered = f"{name or key} = [{', '.join(tomli_w.dumps({'x': v})[4:].strip() for v in value)}]"
+        else:
+            rendered = tomli_w.dumps({name or key: value}).strip()
+        lines.append(rendered + origin)
+    return "\n".join(lines + tables).lstrip() + "\n"

@@ -1,0 +1,50 @@
+"""Typed errors. Each carries a one-line message meant for a person; the CLI
+maps them to `piqc-slurm: message` and an exit code in one place."""
+
+
+class PiqcError(Exception):
+    """Base of every error piqc-slurm reports to a person."""
+
+    exit_code = 1
+
+
+class ConfigError(PiqcError):
+    """The configuration file is unreadable, malformed, or has a bad key/value."""
+
+    exit_code = 2
+
+
+class UsageError(PiqcError):
+    exit_code = 2
+
+
+class StoreError(PiqcError):
+    """The store (SQLite/PostgreSQL) is unreachable or refused an operation."""
+
+    exit_code = 3
+
+
+class SacctError(PiqcError):
+    """sacct could not be run, or its output could not be parsed."""
+
+    exit_code = 4
+
+
+class ParseError(PiqcError, ValueError):
+    """A value or a line did not parse. Keeps the faulty fragment and where it was."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, source: str = "", line: int | None = None,
+                 field: str | None = None, value: object = None):
+        self.source, self.line, self.field, self.value = source, line, field, value
+        where = ":".join(str(p) for p in (source, line) if p not in ("", None))
+        prefix = f"{where}: " if where else ""
+        fld = f"field {field}: " if field else ""
+        super().__init__(f"{prefix}{fld}{message}")
+
+
+class SpoolFormatError(PiqcError):
+    """A spooled summary is malformed or of an unknown format version."""
+
+    exit_code = 5

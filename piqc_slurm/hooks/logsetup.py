@@ -1,0 +1,31 @@
+"""Logging for hooks and the sampler: syslog (facility daemon) when there is
+a syslog socket and the config allows it, else stderr; tagged piqc-slurm."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+
+SYSLOG_SOCKETS = ("/dev/log", "/var/run/syslog")
+
+
+def hook_logger(env: dict[str, str], use_syslog: bool = True, level: str = "info") -> logging.Logger:
+    log = logging.getLogger("piqc-slurm")
+    if log.handlers:
+        return log
+    log.setLevel(level.upper())
+    sock = next((s for s in SYSLOG_SOCKETS if os.path.exists(s)), None)
+    if use_syslog and sock:
+        try:
+            handler: logging.Handler = logging.handlers.SysLogHandler(
+                address=sock, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+            handler.setFormatter(logging.Formatter("piqc-slurm[%(process)d]: %(message)s"))
+            log.addHandler(handler)
+        except OSError:
+            pass
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("piqc-slurm: %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+    return log

@@ -1,0 +1,686 @@
+"""The fake NVML driver (docker-slurm/fakenvml) seen through the REAL pynvml.
+
+The library is built with make into a temp dir; every NVML read happens in a
+fresh interpreter whose LD_LIBRARY_PATH points at it (the dynamic loader reads
+LD_LIBRARY_PATH at process start, so it cannot be set from inside pytest).
+The load comes from docker-slurm/fakegpu-work running as a real subprocess,
+so these tests also pin the state-file contract between the two.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import itertools
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pynvml")
+
+REPO = Path(__file__).resolve().parents[2]
+FAKENVML_SRC = REPO / "docker-slurm" / "fakenvml"
+WORKLOAD = REPO / "docker-slurm" / "fakegpu-work"
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+# (minor, uuid, mem_total_mib, power_limit_w, name) in NVML index order;
+# index 2 is minor 3 and index 3 is minor 2, as on nodes where they differ.
+GPUS = [
+    (0, "GPU-4f3c2a10-0000-4000-8000-000000000000", 81559, 700, "NVIDIA H100 80GB HBM3"),
+    (1, "GPU-4f3c2a10-0000-4000-8000-000000000001", 81559, 700, "NVIDIA H100 80GB HBM3"),
+    (3, "GPU-4f3c2a10-0000-4000-8000-000000000003", 23028, 300, "NVIDIA A10G"),
+    (2, "GPU-4f3c2a10-0000-4000-8000-000000000002", 23028, 300, "NVIDIA A10G"),
+]
+IDLE_MW = 60_000
+MIB = 1 << 20
+
+REQUIRED_SYMBOLS = [
+    "nvmlInit", "nvmlInit_v2", "nvmlInitWithFlags", "nvmlShutdown", "nvmlErrorString",
+    "nvmlSystemGetDriverVersion", "nvmlSystemGetNVMLVersion",
+    "nvmlDeviceGetCount", "nvmlDeviceGetCount_v2",
+    "nvmlDeviceGetHandleByIndex", "nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetHandleByUUID",
+    "nvmlDeviceGetIndex", "nvmlDeviceGetName", "nvmlDeviceGetUUID", "nvmlDeviceGetMinorNumber",
+    "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetMemoryInfo_v2",
+    "nvmlDeviceGetPowerUsage", "nvmlDeviceGetPowerManagementLimit",
+    "nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetTotalEnergyConsumption",
+    "nvmlDeviceGetClockInfo", "nvmlDeviceGetTemperature",
+    "nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetComputeRunningProcesses_v2",
+    "nvmlDeviceGetComputeRunningProcesses_v3",
+]
+
+# Reads every device; `out` maps minor -> readings.
+SNAPSHOT = """
+pynvml.nvmlInit()
+out = {}
+for i in range(pynvml.nvmlDeviceGetCount()):
+    h = pynvml.nvmlDeviceGetHandleByIndex(i)
+    u = pynvml.nvmlDeviceGetUtilizationRates(h)
+    m = pynvml.nvmlDeviceGetMemoryInfo(h)
+    procs = pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+    out[pynvml.nvmlDeviceGetMinorNumber(h)] = {
+        "index": i, "util": u.gpu, "mem_util": u.memory,
+        "total": m.total, "free": m.free, "used": m.used,
+        "power": pynvml.nvmlDeviceGetPowerUsage(h),
+        "energy": pynvml.nvmlDeviceGetTotalEnergyConsumption(h),
+        "sm": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+        "temp": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
+        "procs": [[p.pid, p.usedGpuMemory] for p in procs],
+    }
+"""
+
+
+@dataclass
+class Fake:
+    lib_dir: Path
+    config: Path
+    state_dir: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("FAKENVML_FAULT", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")}
+        env.update(LD_LIBRARY_PATH=str(self.lib_dir), FAKENVML_CONFIG=str(self.config))
+        env.update(extra)
+        return env
+
+    def write_config(self, *extra_lines: str) -> None:
+        lines = [f"# test config\nstate_dir {self.state_dir}", "driver_version 550.54.15",
+                 *extra_lines]
+        lines += [f"gpu {m} {u} {mem} {w} {name}" for m, u, mem, w, name in GPUS]
+        self.config.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    if not shutil.which("make") or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("make and a C compiler are needed to build the fake NVML library")
+    out = tmp_path_factory.mktemp("fakenvml-lib")
+    r = subprocess.run(["make", "-C", str(FAKENVML_SRC), f"OUT={out}"], check=False,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, r.stdout + r.stderr
+
+
+@pytest.fixture
+def fake(built: tuple[Path, str], tmp_path: Path) -> Fake:
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o1777)
+    f = Fake(built[0], tmp_path / "fakenvml.conf", state)
+    f.write_config()
+    return f
+
+
+def nvml(fake: Fake, code: str, *, env: dict[str, str] | None = None,
+         expect_ok: bool = True) -> Any:
+    """Run `code` (which sets `out`) with the real pynvml against the fake."""
+    prog = "import json, os, signal, time, pynvml\n" + textwrap.dedent(code) + \
+        "\nprint(json.dumps(out))\n"
+    r = subprocess.run([sys.executable, "-c", prog], env=env or fake.env(), check=False,
+                       capture_output=True, text=True, timeout=60)
+    if expect_ok:
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.splitlines()[-1])
+    return r
+
+
+def snapshot(fake: Fake) -> dict[int, dict[str, Any]]:
+    return {int(k): v for k, v in nvml(fake, SNAPSHOT).items()}
+
+
+def poll(read: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if ok(value):
+            return value
+        assert time.monotonic() < deadline, f"condition not met in {timeout}s; last: {value!r}"
+        time.sleep(0.1)
+
+
+def workload_argv() -> list[str]:
+    # Through its shebang where Debian's python exists (as in a job), else ours.
+    return [str(WORKLOAD)] if SYSTEM_PYTHON.exists() else [sys.executable, str(WORKLOAD)]
+
+
+def run_workload(fake: Fake, *args: str, env: dict[str, str] | None = None,
+                 **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*workload_argv(), *args], env=env or fake.env(), check=False,
+                          capture_output=True, text=True, timeout=30, **kw)
+
+
+@contextmanager
+def workload(fake: Fake, load: Any, *args: str, env: dict[str, str] | None = None,
+             **kw: Any) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([*workload_argv(), "--load", json.dumps(load), *args],
+                            env=env or fake.env(), stderr=subprocess.PIPE, text=True, **kw)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def load_module() -> Any:
+    """fakegpu-work has no .py suffix; import it for its pure helpers."""
+    loader = importlib.machinery.SourceFileLoader("fakegpu_work", str(WORKLOAD))
+    spec = importlib.util.spec_from_loader("fakegpu_work", loader)
+    assert spec
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["fakegpu_work"] = mod   # dataclasses look the module up
+    loader.exec_module(mod)
+    return mod
+
+
+# ---- the library itself ----
+
+@pytest.mark.unit
+def test_builds_without_warnings_and_exports_what_pynvml_calls(built: tuple[Path, str]) -> None:
+    lib_dir, log = built
+    assert "warning" not in log.lower(), log
+    lib = lib_dir / "libnvidia-ml.so.1"
+    code = f"import ctypes; lib = ctypes.CDLL({str(lib)!r}); " \
+           f"print([s for s in {REQUIRED_SYMBOLS!r} if not hasattr(lib, s)])"
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+    if shutil.which("readelf"):
+        dyn = subprocess.run(["readelf", "-d", str(lib)], check=True, capture_output=True,
+                             text=True).stdout
+        assert "[libnvidia-ml.so.1]" in dyn
+
+
+@pytest.mark.unit
+def test_static_facts_from_config(fake: Fake) -> None:
+    out = nvml(fake, """
+        pynvml.nvmlInit()
+        out = {"count": pynvml.nvmlDeviceGetCount(),
+               "driver": pynvml.nvmlSystemGetDriverVersion(),
+               "nvml": pynvml.nvmlSystemGetNVMLVersion(), "gpus": []}
+        for i in range(out["count"]):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            uuid = pynvml.nvmlDeviceGetUUID(h)
+            m2 = pynvml.nvmlDeviceGetMemoryInfo(h, version=pynvml.nvmlMemory_v2)
+            out["gpus"].append({
+                "minor": pynvml.nvmlDeviceGetMinorNumber(h), "uuid": uuid,
+                "name": pynvml.nvmlDeviceGetName(h),
+                "index": pynvml.nvmlDeviceGetIndex(h),
+                "by_uuid": pynvml.nvmlDeviceGetIndex(pynvml.nvmlDeviceGetHandleByUUID(uuid)),
+                "total": pynvml.nvmlDeviceGetMemoryInfo(h).total,
+                "v2": [m2.total, m2.free, m2.used],
+                "limit": pynvml.nvmlDeviceGetPowerManagementLimit(h),
+                "enforced": pynvml.nvmlDeviceGetEnforcedPowerLimit(h),
+                "power": pynvml.nvmlDeviceGetPowerUsage(h),
+                "mem_clock": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+                "procs_v3": len(pynvml.nvmlDeviceGetComputeRunningProcesses_v3(h)),
+                "procs_v2": len(pynvml.nvmlDeviceGetComputeRunningProcesses_v2(h)),
+            })
+        pynvml.nvmlShutdown()
+    """)
+    assert out["count"] == 4
+    assert out["driver"] == "550.54.15"
+    assert out["nvml"].endswith("550.54.15")
+    for i, (g, (minor, uuid, mem, watts, name)) in enumerate(zip(out["gpus"], GPUS)):
+        assert (g["index"], g["by_uuid"], g["minor"], g["uuid"], g["name"]) == \
+            (i, i, minor, uuid, name)
+        assert g["total"] == mem * MIB
+        assert g["v2"] == [mem * MIB, mem * MIB, 0]
+        assert g["limit"] == g["enforced"] == watts * 1000
+        assert g["power"] == IDLE_MW
+        assert g["mem_clock"] > 0
+        assert g["procs_v3"] == g["procs_v2"] == 0
+
+
+@pytest.mark.unit
+def test_idle_readings(fake: Fake) -> None:
+    snap = snapshot(fake)
+    assert sorted(snap) == [0, 1, 2, 3]
+    for g in snap.values():
+        assert (g["util"], g["mem_util"], g["used"], g["procs"]) == (0, 0, 0, [])
+        assert g["free"] == g["total"]
+
+
+@pytest.mark.unit
+def test_nvml_error_codes(fake: Fake) -> None:
+    out = nvml(fake, """
+        def err(fn, *a, **kw):
+            try:
+                fn(*a, **kw)
+            except pynvml.NVMLError as e:
+                return type(e).__name__
+            return "no error"
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        out = {
+            "bad_uuid": err(pynvml.nvmlDeviceGetHandleByUUID, "GPU-nope"),
+            "bad_index": err(pynvml.nvmlDeviceGetHandleByIndex, 4),
+            "bad_clock": err(pynvml.nvmlDeviceGetClockInfo, h, 99),
+            "bad_sensor": err(pynvml.nvmlDeviceGetTemperature, h, 7),
+            "bad_mem_version": err(pynvml.nvmlDeviceGetMemoryInfo, h, version=1),
+            "null_handle": err(pynvml.nvmlDeviceGetName, pynvml.c_nvmlDevice_t()),
+            "lost_string": pynvml.nvmlErrorString(pynvml.NVML_ERROR_GPU_IS_LOST),
+        }
+        pynvml.nvmlShutdown()
+        out["after_shutdown"] = err(pynvml.nvmlDeviceGetCount)
+        out["stale_handle"] = err(pynvml.nvmlDeviceGetUtilizationRates, h)
+        out["double_shutdown"] = err(pynvml.nvmlShutdown)
+        pynvml.nvmlInit()
+        out["reinit_count"] = pynvml.nvmlDeviceGetCount()
+    """)
+    assert out == {
+        "bad_uuid": "NVMLError_NotFound",
+        "bad_index": "NVMLError_InvalidArgument",
+        "bad_clock": "NVMLError_InvalidArgument",
+        "bad_sensor": "NVMLError_InvalidArgument",
+        "bad_mem_version": "NVMLError_ArgumentVersionMismatch",
+        "null_handle": "NVMLError_InvalidArgument",
+        "lost_string": "GPU is lost",
+        "after_shutdown": "NVMLError_Uninitialized",
+        "stale_handle": "NVMLError_Uninitialized",
+        "double_shutdown": "NVMLError_Uninitialized",
+        "reinit_count": 4,
+    }
+
+
+INIT_ERROR = """
+try:
+    pynvml.nvmlInit()
+    out = "ok %d" % pynvml.nvmlDeviceGetCount()
+except pynvml.NVMLError as e:
+    out = type(e).__name__
+"""
+
+
+@pytest.mark.unit
+def test_missing_config_means_driver_not_loaded(fake: Fake, tmp_path: Path) -> None:
+    env = fake.env(FAKENVML_CONFIG=str(tmp_path / "absent.conf"))
+    assert nvml(fake, INIT_ERROR, env=env) == "NVMLError_DriverNotLoaded"
+
+
+@pytest.mark.unit
+def test_default_config_is_beside_the_library(fake: Fake, tmp_path: Path) -> None:
+    lib_dir = tmp_path / "lib"
+    lib_dir.mkdir()
+    shutil.copy2(fake.lib_dir / "libnvidia-ml.so.1", lib_dir)
+    env = fake.env(LD_LIBRARY_PATH=str(lib_dir))
+    del env["FAKENVML_CONFIG"]
+    assert nvml(fake, INIT_ERROR, env=env) == "NVMLError_DriverNotLoaded"
+    shutil.copy2(fake.config, lib_dir / "fakenvml.conf")
+    assert nvml(fake, INIT_ERROR, env=env) == "ok 4"
+
+
+@pytest.mark.unit
+def test_malformed_config_is_reported_with_its_line(fake: Fake) -> None:
+    fake.write_config("colour blue")
+    r = nvml(fake, INIT_ERROR, expect_ok=False)
+    assert r.returncode == 0
+    assert r.stdout.strip().endswith('"NVMLError_Unknown"')
+    assert f"{fake.config}:4: unknown key 'colour'" in r.stderr
+
+
+@pytest.mark.unit
+def test_unparsable_state_file_reads_idle(fake: Fake) -> None:
+    (fake.state_dir / "gpu0.state").write_text(f"pid {os.getpid()}\nutil 150\n")
+    (fake.state_dir / "gpu1.state").write_text(f"pid {os.getpid()}\nutil banana\n")
+    (fake.state_dir / "gpu2.state").write_text("util 50\n")          # no pid
+    (fake.state_dir / "gpu3.state").write_text(f"pid {os.getpid()}\nutil 42\nprocess 1\n")
+    snap = snapshot(fake)
+    assert [snap[m]["util"] for m in (0, 1, 2, 3)] == [0, 0, 0, 42]
+    assert snap[3]["procs"] == [[os.getpid(), 0]]
+
+
+# ---- fault switches ----
+
+@pytest.mark.unit
+@pytest.mark.parametrize("where", ["env", "config"])
+def test_fault_driver_not_loaded(fake: Fake, where: str) -> None:
+    if where == "config":
+        fake.write_config("fault driver_not_loaded")
+        env = fake.env()
+    else:
+        env = fake.env(FAKENVML_FAULT="driver_not_loaded")
+    assert nvml(fake, INIT_ERROR, env=env) == "NVMLError_DriverNotLoaded"
+
+
+@pytest.mark.unit
+def test_fault_gpu_lost_hits_that_device_only(fake: Fake) -> None:
+    out = nvml(fake, """
+        pynvml.nvmlInit()
+        out = {"count": pynvml.nvmlDeviceGetCount()}
+        for i in range(out["count"]):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            try:
+                out[i] = pynvml.nvmlDeviceGetUtilizationRates(h).gpu
+                pynvml.nvmlDeviceGetMemoryInfo(h)
+                pynvml.nvmlDeviceGetName(h)
+            except pynvml.NVMLError_GpuIsLost:
+                out[i] = "lost"
+        lost = pynvml.nvmlDeviceGetHandleByUUID("GPU-4f3c2a10-0000-4000-8000-000000000003")
+        try:
+            pynvml.nvmlDeviceGetMinorNumber(lost)
+        except pynvml.NVMLError_GpuIsLost:
+            out["by_uuid"] = "lost"
+    """, env=fake.env(FAKENVML_FAULT="gpu_lost:3"))
+    # minor 3 is NVML index 2
+    assert out == {"count": 4, "0": 0, "1": 0, "2": "lost", "3": 0, "by_uuid": "lost"}
+
+
+@pytest.mark.unit
+def test_fault_power_not_supported(fake: Fake) -> None:
+    fake.write_config("fault power_not_supported")
+    out = nvml(fake, """
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        out = {"util": pynvml.nvmlDeviceGetUtilizationRates(h).gpu}
+        for name in ("nvmlDeviceGetPowerUsage", "nvmlDeviceGetTotalEnergyConsumption"):
+            try:
+                getattr(pynvml, name)(h)
+                out[name] = "ok"
+            except pynvml.NVMLError_NotSupported:
+                out[name] = "not supported"
+    """)
+    assert out == {"util": 0, "nvmlDeviceGetPowerUsage": "not supported",
+                   "nvmlDeviceGetTotalEnergyConsumption": "not supported"}
+
+
+@pytest.mark.unit
+def test_faults_from_config_and_env_both_apply(fake: Fake) -> None:
+    fake.write_config("fault gpu_lost:0")
+    out = nvml(fake, """
+        pynvml.nvmlInit()
+        out = []
+        for i in range(4):
+            try:
+                pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
+                out.append("ok")
+            except pynvml.NVMLError_GpuIsLost:
+                out.append("lost")
+    """, env=fake.env(FAKENVML_FAULT="gpu_lost:2"))
+    assert out == ["lost", "ok", "ok", "lost"]
+
+
+@pytest.mark.unit
+def test_bad_fault_env_fails_init(fake: Fake) -> None:
+    r = nvml(fake, INIT_ERROR, env=fake.env(FAKENVML_FAULT="gpu_melted"), expect_ok=False)
+    assert r.stdout.strip().endswith('"NVMLError_Unknown"')
+    assert "FAKENVML_FAULT" in r.stderr
+
+
+# ---- fakegpu-work driving the readings ----
+
+LOAD_TWO = [
+    {"gpus": [0], "util": 80, "util_jitter": 0, "mem_gib": 40, "mem_util": 60, "process": True},
+    {"gpus": [2], "util": 80, "util_jitter": 5, "mem_gib": 10, "mem_util": 30},
+]
+# visible minors 0,1,3: relative 0 -> minor 0, relative 2 -> minor 3 (NVML index 2)
+
+
+def loaded(snap: dict[int, dict[str, Any]]) -> bool:
+    return snap[0]["util"] == 80 and snap[3]["util"] > 0
+
+
+def idle(snap: dict[int, dict[str, Any]]) -> bool:
+    return all(g["util"] == 0 and g["used"] == 0 and not g["procs"] for g in snap.values())
+
+
+@pytest.mark.unit
+def test_workload_loads_named_gpus_and_sigterm_clears_them(fake: Fake) -> None:
+    with workload(fake, LOAD_TWO, "--minors", "0,1,3") as proc:
+        snap = poll(lambda: snapshot(fake), loaded)
+        g0, g3 = snap[0], snap[3]
+        assert (g0["util"], g0["mem_util"]) == (80, 60)
+        assert g0["used"] == 40 * 1024 * MIB and g0["free"] == g0["total"] - g0["used"]
+        assert g0["procs"] == [[proc.pid, 40 * 1024 * MIB]]
+        assert g0["power"] == IDLE_MW + (700_000 - IDLE_MW) * 80 // 100
+        assert g0["sm"] > snap[1]["sm"] and g0["temp"] > snap[1]["temp"]
+        assert g3["index"] == 2 and g3["mem_util"] == 30
+        assert g3["used"] == 10 * 1024 * MIB and g3["procs"] == [[proc.pid, 10 * 1024 * MIB]]
+        for _ in range(3):                       # jitter stays within +/- 5
+            assert 75 <= snapshot(fake)[3]["util"] <= 85
+        for minor in (1, 2):                     # visible-but-unnamed and not visible
+            assert snap[minor]["util"] == 0 and snap[minor]["procs"] == []
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    assert idle(snapshot(fake))
+    assert not list(fake.state_dir.glob("gpu*.state"))
+
+
+@pytest.mark.unit
+def test_sigkill_leaves_a_stale_file_that_reads_idle_and_is_replaced(fake: Fake) -> None:
+    load = [{"gpus": [0], "util": 70, "mem_gib": 2}]
+    with workload(fake, load, "--minors", "1") as first:
+        poll(lambda: snapshot(fake), lambda s: s[1]["util"] == 70)
+        first.kill()
+        first.wait(timeout=10)
+    assert (fake.state_dir / "gpu1.state").exists()
+    assert idle(snapshot(fake))
+    with workload(fake, load, "--minors", "1") as second:
+        snap = poll(lambda: snapshot(fake), lambda s: s[1]["util"] == 70)
+        assert snap[1]["procs"] == [[second.pid, 2 * 1024 * MIB]]
+
+
+@pytest.mark.unit
+def test_process_false_and_process_queries_v2_v1(fake: Fake) -> None:
+    load = [{"gpus": [0], "util": 20, "mem_gib": 1, "process": False},
+            {"gpus": [1], "util": 30, "mem_gib": 3}]
+    with workload(fake, load, "--minors", "0,1") as proc:
+        poll(lambda: snapshot(fake), lambda s: s[1]["util"] == 30)
+        out = nvml(fake, """
+            import ctypes
+            pynvml.nvmlInit()
+            h0, h1 = (pynvml.nvmlDeviceGetHandleByIndex(i) for i in (0, 1))
+            v1 = (ctypes.c_uint * 4)()             # v1 entries: pid, pad, 8-byte memory
+            n = ctypes.c_uint(1)
+            rc = pynvml.nvmlLib.nvmlDeviceGetComputeRunningProcesses(h1, ctypes.byref(n), v1)
+            n0 = ctypes.c_uint(0)
+            rc0 = pynvml.nvmlLib.nvmlDeviceGetComputeRunningProcesses_v3(h1, ctypes.byref(n0), None)
+            out = {"p0": len(pynvml.nvmlDeviceGetComputeRunningProcesses(h0)),
+                   "used0": pynvml.nvmlDeviceGetMemoryInfo(h0).used,
+                   "v2": [[p.pid, p.usedGpuMemory, p.gpuInstanceId]
+                          for p in pynvml.nvmlDeviceGetComputeRunningProcesses_v2(h1)],
+                   "v1": [rc, n.value, v1[0], v1[2] + (v1[3] << 32)],
+                   "first_call": [rc0, n0.value]}
+        """)
+        assert out == {"p0": 0, "used0": 1024 * MIB,
+                       "v2": [[proc.pid, 3 * 1024 * MIB, 0xFFFFFFFF]],
+                       "v1": [0, 1, proc.pid, 3 * 1024 * MIB],
+                       "first_call": [7, 1]}       # NVML_ERROR_INSUFFICIENT_SIZE, needed 1
+
+
+@pytest.mark.unit
+def test_util_phases_repeat(fake: Fake) -> None:
+    load = [{"gpus": [0], "util": [{"seconds": 1, "util": 90}, {"seconds": 1, "util": 10}]}]
+    with workload(fake, load, "--minors", "0"):
+        seen = []
+        for want in (90, 10, 90):                 # the list repeats
+            seen.append(poll(lambda: snapshot(fake)[0]["util"], lambda u, w=want: u == w))
+        assert seen == [90, 10, 90]
+
+
+@pytest.mark.unit
+def test_energy_is_monotonic_and_matches_power(fake: Fake) -> None:
+    load = [{"gpus": [0], "util": 80, "mem_gib": 1}]
+    with workload(fake, load, "--minors", "0", "--seconds", "3") as proc:
+        samples = nvml(fake, """
+            pynvml.nvmlInit()
+            h = pynvml.nvmlDeviceGetHandleByIndex(0)
+            out, seen_load, t_idle = [], False, None
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                util = pynvml.nvmlDeviceGetUtilizationRates(h).gpu
+                out.append([time.monotonic(), pynvml.nvmlDeviceGetTotalEnergyConsumption(h),
+                            pynvml.nvmlDeviceGetPowerUsage(h), util])
+                seen_load = seen_load or util == 80
+                if seen_load and util == 0:
+                    t_idle = t_idle or time.monotonic()
+                    if time.monotonic() - t_idle > 1.0:
+                        break
+                time.sleep(0.05)
+        """)
+        assert proc.wait(timeout=10) == 0
+    assert not list(fake.state_dir.glob("gpu*.state"))          # normal exit cleans up
+    assert "extra_mw 0\n" in (fake.state_dir / f"gpu0.energy.{os.getuid()}").read_text()
+    energies = [e for _, e, _, _ in samples]
+    assert all(b >= a for a, b in itertools.pairwise(energies)), "energy went backwards"
+
+    def rate_mw(rows: list[list[float]]) -> float:
+        (t0, e0, *_), (t1, e1, *_) = rows[0], rows[-1]
+        return (e1 - e0) / (t1 - t0)
+
+    busy = [s for s in samples if s[3] == 80]
+    after = [s for s in samples if s[3] == 0 and s[0] > busy[-1][0] + 0.2]
+    assert busy[-1][0] - busy[0][0] > 1.5 and len(after) > 5
+    busy_mw = IDLE_MW + (700_000 - IDLE_MW) * 80 // 100
+    assert {s[2] for s in busy[:-1]} == {busy_mw}   # the last may race the exit
+    assert rate_mw(busy) == pytest.approx(busy_mw, rel=0.05)
+    assert rate_mw(after) == pytest.approx(IDLE_MW, rel=0.05)
+
+
+@pytest.mark.unit
+def test_energy_stays_monotonic_across_sigkill(fake: Fake) -> None:
+    load = [{"gpus": [0], "util": 100}]
+    with workload(fake, load, "--minors", "0") as proc:
+        samples = nvml(fake, f"""
+            pynvml.nvmlInit()
+            h = pynvml.nvmlDeviceGetHandleByIndex(0)
+            while pynvml.nvmlDeviceGetUtilizationRates(h).gpu != 100:
+                time.sleep(0.05)
+            out, killed = [], False
+            kill_at = time.monotonic() + 1.0
+            while time.monotonic() < kill_at + 2.0:
+                if not killed and time.monotonic() >= kill_at:
+                    os.kill({proc.pid}, signal.SIGKILL)
+                    killed = True
+                out.append(pynvml.nvmlDeviceGetTotalEnergyConsumption(h))
+                time.sleep(0.02)
+        """)
+        proc.wait(timeout=10)
+    assert len(samples) > 20
+    assert all(b >= a for a, b in itertools.pairwise(samples)), "energy went backwards"
+
+
+# ---- fakegpu-work: mapping, input and errors ----
+
+@pytest.mark.unit
+def test_slurm_job_gpus_and_a_load_file_with_gpu_load(fake: Fake, tmp_path: Path) -> None:
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"job_id": 1001, "gpu_load": [{"gpus": [1], "util": 55}]}))
+    env = fake.env(SLURM_JOB_GPUS="2,3", CUDA_VISIBLE_DEVICES="0")
+    proc = subprocess.Popen([*workload_argv(), "--load-file", str(job), "--seconds", "20"],
+                            env=env, stderr=subprocess.DEVNULL)
+    try:
+        snap = poll(lambda: snapshot(fake), lambda s: s[3]["util"] == 55)
+        assert [snap[m]["util"] for m in (0, 1, 2)] == [0, 0, 0]
+        assert snap[3]["index"] == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.unit
+def test_visible_minors_sources() -> None:
+    mod = load_module()
+    cfg = mod.parse_config("state_dir /x\n" + "".join(
+        f"gpu {m} {u} {mem} {w} {n}\n" for m, u, mem, w, n in GPUS), "t.conf")
+    assert mod.visible_minors("3,0", {}, cfg)[0] == [3, 0]
+    assert mod.visible_minors(None, {"SLURM_JOB_GPUS": "0-2"}, cfg)[0] == [0, 1, 2]
+    assert mod.visible_minors(None, {"CUDA_VISIBLE_DEVICES": GPUS[2][1]}, cfg)[0] == [3]
+    assert mod.visible_minors(None, {"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, cfg)[0] == []
+    assert mod.visible_minors(None, {}, cfg)[0] == []
+    with pytest.raises(mod.UsageError, match="minor 7 is not in"):
+        mod.visible_minors("7", {}, cfg)
+    phases = mod.parse_load([{"gpus": [0], "util": [{"seconds": 2, "util": 90},
+                                                     {"seconds": 1, "util": 0}]}])[0].phases
+    assert [mod.base_util(phases, t) for t in (0, 1.9, 2.5, 3.1, 5.5)] == [90, 90, 0, 90, 0]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("args", "message"), [
+    (["--load", "[{"], "--load: invalid JSON"),
+    (["--load", '[{"gpus": [2], "util": 50}]'], "index 2 out of range"),
+    (["--load", '[{"gpus": [0], "util": 150}]'], "out of range 0..100"),
+    (["--load", '[{"gpus": [0], "utilisation": 50}]'], "unknown key(s) utilisation"),
+    (["--load", '[{"gpus": [0, 0]}]'], "named twice"),
+    (["--load", '[{"gpus": [1], "mem_gib": 30}]'], "exceeds GPU minor 3"),
+    (["--load", '{"jobs": []}'], "needs a 'gpu_load' key"),
+])
+def test_workload_rejects_bad_input_with_one_line(fake: Fake, args: list[str],
+                                                  message: str) -> None:
+    r = run_workload(fake, "--minors", "0,3", *args)
+    assert r.returncode == 2
+    assert message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("fakegpu-work: ")
+    assert not list(fake.state_dir.iterdir())
+
+
+@pytest.mark.unit
+def test_workload_without_config_exits_2(fake: Fake, tmp_path: Path) -> None:
+    r = run_workload(fake, "--minors", "0", "--load", "[]",
+                     env=fake.env(FAKENVML_CONFIG=str(tmp_path / "none.conf")))
+    assert r.returncode == 2 and "cannot read fakenvml config" in r.stderr
+
+
+@pytest.mark.unit
+def test_workload_refuses_a_gpu_a_live_workload_holds(fake: Fake) -> None:
+    load = [{"gpus": [0], "util": 10}]
+    with workload(fake, load, "--minors", "2"):
+        poll(lambda: snapshot(fake), lambda s: s[2]["util"] == 10)
+        r = run_workload(fake, "--minors", "2", "--seconds", "1", "--load", json.dumps(load))
+        assert r.returncode == 1 and "GPU minor 2 is busy" in r.stderr
+        assert snapshot(fake)[2]["util"] == 10
+
+
+@pytest.mark.unit
+def test_workload_help_explains_usage() -> None:
+    r = subprocess.run([*workload_argv(), "--help"], check=False, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0
+    for word in ("gpu_load", "util_jitter", "SLURM_JOB_GPUS", "FAKENVML_CONFIG", "example"):
+        assert word in r.stdout
+
+
+@pytest.mark.unit
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users")
+def test_unprivileged_user_and_stale_file_of_another_user(built: tuple[Path, str]) -> None:
+    # pytest's tmp dirs are private to root; the job user needs a world-readable tree.
+    top = Path(tempfile.mkdtemp(prefix="fakenvml-users-"))
+    try:
+        top.chmod(0o755)
+        state = top / "state"
+        state.mkdir()
+        state.chmod(0o1777)
+        f = Fake(built[0], top / "fakenvml.conf", state)
+        f.write_config()
+        nobody = {"user": 65534, "group": 65534, "extra_groups": []}
+        load = [{"gpus": [0], "util": 33}]
+        with workload(f, load, "--minors", "0", **nobody) as proc:
+            poll(lambda: snapshot(f), lambda s: s[0]["util"] == 33)
+            assert (state / "gpu0.state").stat().st_uid == 65534
+            proc.terminate()
+            assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+        assert not (state / "gpu0.state").exists()
+        # A stale (dead pid) state file owned by root cannot be replaced in a sticky dir.
+        (state / "gpu1.state").write_text("pid 999999999\nutil 50\n")
+        assert snapshot(f)[1]["util"] == 0
+        r = run_workload(f, "--minors", "1", "--seconds", "1", "--load", json.dumps(load),
+                         **nobody)
+        assert r.returncode == 1 and "owned by uid 0" in r.stderr, r.stderr
+        assert stat.S_IMODE(state.stat().st_mode) == 0o1777
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
