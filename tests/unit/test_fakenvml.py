@@ -236,7 +236,7 @@ def test_static_facts_from_config(fake: Fake) -> None:
     assert out["count"] == 4
     assert out["driver"] == "550.54.15"
     assert out["nvml"].endswith("550.54.15")
-    for i, (g, (minor, uuid, mem, watts, name)) in enumerate(zip(out["gpus"], GPUS)):
+    for i, (g, (minor, uuid, mem, watts, name)) in enumerate(zip(out["gpus"], GPUS, strict=True)):
         assert (g["index"], g["by_uuid"], g["minor"], g["uuid"], g["name"]) == \
             (i, i, minor, uuid, name)
         assert g["total"] == mem * MIB

@@ -1,0 +1,46 @@
+"""Shared fixtures. The `cluster` fixture brings the real local Slurm up once
+per session (reusing one already running) and never tears it down: a second
+`cluster.sh up` costs well under a second, and developers keep theirs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from slurmtest import Cluster, cluster_up  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slurm)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    if os.geteuid() != 0:
+        pytest.skip("the real-Slurm tests need root (cluster.sh starts daemons and creates device nodes)")
+    return cluster_up()
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With PIQC_REQUIRE_SLURM=1 (CI), a skipped real-cluster test is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and os.environ.get("PIQC_REQUIRE_SLURM") == "1"
+            and item.get_closest_marker("slurm")):
+        report.outcome = "failed"
+        report.longrepr = f"real-Slurm test skipped but PIQC_REQUIRE_SLURM=1: {report.longrepr}"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# tests/run.sh: piqc-slurm's whole test suite, as root on Debian 12/13.
+#   1. docker-slurm/setup.sh   Debian packages + .venv (idempotent)
+#   2. ruff                     lint; errors fail the run
+#   3. pytest                   unit tests on recorded fixtures, then integration
+#                               tests on the real local Slurm (docker-slurm/cluster.sh,
+#                               brought up by the session fixture); with
+#                               PIQC_REQUIRE_SLURM=1 a skipped real-cluster test fails.
+# Extra arguments go to pytest, e.g. `bash tests/run.sh -m unit -x`.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+bash docker-slurm/setup.sh
+.venv/bin/ruff check .
+export PIQC_REQUIRE_SLURM=${PIQC_REQUIRE_SLURM:-1}
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
