@@ -10,7 +10,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${PIQC_VENV:-$REPO/.venv}
 PYTHON=${PYTHON:-/usr/bin/python3}
 PKGS="slurmctld slurmd slurmdbd slurm-client munge mariadb-server libslurm-dev postgresql
-      gcc make libc6-dev python3 python3-venv python3-dev util-linux bsdutils procps"
+      gcc make libc6-dev python3 python3-venv python3-dev util-linux bsdutils procps
+      docker-compose"   # docker-compose only validates docker-slurm/compose.yaml (no engine needed)
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: must run as root (installs Debian packages)" >&2; exit 1; }
 missing=()
