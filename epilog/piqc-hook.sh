@@ -19,7 +19,7 @@
 #   PIQC_BIN       absolute path of the piqc-slurm entry point
 #   PIQC_CONFIG    piqc-slurm's config file
 #   PIQC_TIMEOUT   seconds before the hook is killed (default 10 prolog, 30 epilog)
-#   PIQC_HOOK_LOG  also append Begin/End lines to this file
+#   PIQC_HOOK_LOG  also append Begin/End lines, and piqc-slurm's own messages, to this file
 PIQC_HOOK_ENV=/etc/default/piqc-slurm
 PIQC_BIN=/opt/piqc/venv/bin/piqc-slurm
 
@@ -51,7 +51,11 @@ if [ ! -x "$PIQC_BIN" ]; then
     note "$verb End job=$job rc=- ($PIQC_BIN is not executable: nothing done)"
     exit 0
 fi
-/usr/bin/timeout -k 2 "${PIQC_TIMEOUT:-$default_timeout}" "$PIQC_BIN" "$verb" </dev/null >/dev/null 2>&1
+# piqc-slurm logs to syslog; where there is none (syslog = false), its stderr
+# goes to PIQC_HOOK_LOG if set. Never to slurmd's pipes.
+out=/dev/null
+[ -n "${PIQC_HOOK_LOG:-}" ] && out=$PIQC_HOOK_LOG
+/usr/bin/timeout -k 2 "${PIQC_TIMEOUT:-$default_timeout}" "$PIQC_BIN" "$verb" </dev/null >>"$out" 2>&1
 rc=$?
 case $rc in
     0) why= ;;

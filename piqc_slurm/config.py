@@ -206,15 +206,6 @@ def default_db_url(uid: int | None = None) -> tuple[str, str | None]:
     return f"sqlite:///{home / 'piqc.db'}", note
 
 
-DEFAULT_PRICE = 2.0
-
-
-def price_for(cfg: Config, gpu_type: str | None) -> float:
-    """USD per GPU-hour for a GPU type: the config's [prices], else its `default`."""
-    prices = cfg["prices"]
-    return prices.get((gpu_type or "").lower(), prices.get("default", DEFAULT_PRICE))
-
-
 def to_toml(cfg: Config, with_origins: bool = True) -> str:
     """The effective configuration as TOML, each value commented with its origin."""
     import tomli_w

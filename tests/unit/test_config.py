@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from piqc_slurm import config
+from piqc_slurm import catalog, config
 from piqc_slurm.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -86,7 +86,7 @@ def test_example_config_loads_and_covers_every_key():
         pattern = rf"^\[{name}\]$" if isinstance(config.defaults()[key], dict) else rf"^{re.escape(name)} = "
         assert re.search(pattern, text, re.M), f"{key} missing from the example config"
     assert cfg["prices"]["h100"] == 4.0
-    assert config.price_for(cfg, "H100") == 4.0 and config.price_for(cfg, "v100") == 2.0
+    assert catalog.price("h100", cfg["prices"]) == 4.0 and catalog.price("v100", cfg["prices"]) == 2.0
 
 
 def test_docs_cover_every_key():

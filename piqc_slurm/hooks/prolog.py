@@ -1,0 +1,111 @@
+"""The Prolog: decide whether to monitor, write the job's context, start a
+detached sampler, return. The job waits for this, so it does as little as
+possible: no NVML (the sampler initialises it), no database, no pandas.
+
+slurmd reads a hook's stdout/stderr until EOF and then kills the hook's
+process group (SLURM-FACTS.md), so the sampler is started by a double fork:
+the intermediate child calls setsid (a new session and process group that
+slurmd's kill does not reach), forks the sampler, records its pid and exits;
+the sampler points fds 0/1/2 at /dev/null and closes every other fd before
+exec, so slurmd sees EOF at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from piqc_slurm.hooks.context import JobContext, MonitorDecision, decide_monitor
+from piqc_slurm.hooks.spool import Spool, write_json_atomic
+
+log = logging.getLogger("piqc-slurm")
+
+
+def decide(ctx: JobContext, cfg) -> MonitorDecision:
+    return decide_monitor(
+        ctx.gpus, ctx.spank_monitor, enabled=cfg["sampler.enabled"], interval=cfg["sampler.interval"],
+        min_interval=cfg["sampler.min_interval"], max_interval=cfg["sampler.max_interval"],
+        allow_opt_out=cfg["sampler.allow_opt_out"])
+
+
+def sampler_context(ctx: JobContext, decision: MonitorDecision, cfg, now: float):
+    """The sampler's instructions (sampler/context.py decodes them strictly)."""
+    from piqc_slurm.sampler.context import Context
+
+    return Context(
+        cluster=ctx.cluster, job_id=ctx.job_id, restart_count=ctx.restart_count, node=ctx.node,
+        uid=ctx.uid if ctx.uid is not None else -1, user=ctx.user, gpus=ctx.gpus,
+        interval=decision.interval, process_interval=cfg["sampler.process_interval"],
+        checkpoint_interval=cfg["sampler.checkpoint_interval"], timeline_bin=cfg["sampler.timeline_bin"],
+        active_util=cfg["sampler.active_util"], orphan_check=cfg["sampler.orphan_check"], started=now)
+
+
+def job_doc(ctx: JobContext, decision: MonitorDecision, now: float) -> dict:
+    """What the Epilog needs besides the sampler's checkpoint (RUN_DIR/job.json)."""
+    return {"job": ctx.to_dict(), "monitor": decision.mode, "monitor_note": decision.note,
+            "interval": decision.interval, "prolog_time": now}
+
+
+def spawn_detached(argv: list[str], pidfile: Path) -> int:
+    """Start argv fully detached from the hook; return the sampler's pid."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # intermediate child
+        try:
+            os.close(r)
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild == 0:
+                _exec_detached(argv)  # never returns
+            fd = os.open(pidfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            os.write(fd, f"{grandchild}\n".encode())
+            os.close(fd)
+            os.write(w, f"{grandchild}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        data = os.read(r, 32)
+    finally:
+        os.close(r)
+        os.waitpid(child, 0)
+    if not data:
+        raise OSError("the sampler could not be started")
+    return int(data)
+
+
+def _exec_detached(argv: list[str]) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 65536)
+        os.chdir("/")
+        os.umask(0o077)
+        os.execv(argv[0], argv)
+    finally:
+        os._exit(127)
+
+
+def run(env: dict[str, str], cfg, now: float | None = None) -> str:
+    """Returns a one-line account of what was done (logged by the caller)."""
+    from piqc_slurm.hooks.context import from_env
+
+    now = time.time() if now is None else now
+    ctx = from_env(env, cfg["cluster"])
+    decision = decide(ctx, cfg)
+    if decision.mode == "cpu-only":
+        return "no GPUs: nothing to sample"
+    spool = Spool(cfg["spool_dir"])
+    run_dir = spool.make_run_dir(ctx.key)
+    write_json_atomic(run_dir / "job.json", job_doc(ctx, decision, now))
+    note = f" ({decision.note})" if decision.note else ""
+    if not decision.enabled:
+        return f"monitoring {decision.mode}{note}: no sampler"
+    write_json_atomic(run_dir / "context.json", sampler_context(ctx, decision, cfg, now).to_dict())
+    argv = [sys.executable, "-m", "piqc_slurm.sampler", str(run_dir)]
+    pid = spawn_detached(argv, run_dir / "sampler.pid")
+    return f"sampler pid {pid} for GPUs {','.join(map(str, ctx.gpus))} every {decision.interval:g}s{note}"

@@ -1,0 +1,74 @@
+"""The short GPU report appended to a job's own output file. Pure: a
+summary and prices in, plain text out (no HTML: it lands in a text file the
+user reads with less)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from piqc_slurm import catalog
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(max(seconds, 0)))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return f"{d}-{h:02d}:{m:02d}:{s:02d}" if d else f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def _num(v: Any, fmt: str, unit: str = "") -> str:
+    return "-" if v is None else f"{v:{fmt}}{unit}"
+
+
+def job_cost(summary: dict[str, Any], prices: dict[str, float]) -> tuple[float, float, str | None]:
+    """(cost USD, USD per GPU-hour, GPU type) of this node's share of the job."""
+    devices = summary.get("devices") or []
+    gpu_type = next((d.get("gpu_type") for d in devices if d.get("gpu_type")), None)
+    rate = catalog.price(gpu_type, prices)
+    hours = max((summary.get("ended") or 0) - (summary.get("started") or 0), 0) / 3600
+    return len(summary.get("gpus") or []) * hours * rate, rate, gpu_type
+
+
+def render(summary: dict[str, Any], prices: dict[str, float]) -> str:
+    job, node = summary["job_id"], summary["node"]
+    gpus = summary.get("gpus") or []
+    lines = [f"==== piqc-slurm GPU report: job {job} on {node} ({len(gpus)} GPU{'s' * (len(gpus) != 1)}) ===="]
+    monitor = summary.get("monitor")
+    if monitor == "off":
+        lines.append("GPU monitoring was switched off for this job (--gpu-monitor=off).")
+        return "\n".join(lines) + "\n"
+    nvml = summary.get("nvml") or {}
+    devices = summary.get("devices") or []
+    if not nvml.get("ok") or not devices:
+        why = nvml.get("error") or summary.get("partial_reason") or "no sampler data"
+        lines.append(f"No GPU data for this job: {why}.")
+        return "\n".join(lines) + "\n"
+    lines.append(f"{'GPU':>4} {'util avg':>9} {'util p95':>9} {'mem peak':>10} {'energy':>11}  note")
+    for d in devices:
+        mem = d.get("mem_used_max_mib")
+        energy = d.get("energy_j")
+        note = "LOST (fell off the bus)" if d.get("lost") else ("did no work" if d.get("did_work") is False else "")
+        lines.append(f"{d['minor']:>4} {_num(d.get('util_mean'), '8.1f', '%'):>9} "
+                     f"{_num(d.get('util_p95'), '8.1f', '%'):>9} "
+                     f"{_num(None if mem is None else mem / 1024, '6.1f', ' GiB'):>10} "
+                     f"{_num(None if energy is None else energy / 3.6e6, '7.3f', ' kWh'):>11}  {note}".rstrip())
+    cost, rate, gpu_type = job_cost(summary, prices)
+    elapsed = (summary.get("ended") or 0) - (summary.get("started") or 0)
+    lines.append(f"Estimated cost: ${cost:,.2f} ({len(gpus)} x {gpu_type or 'GPU'} for {_hms(elapsed)} "
+                 f"at ${rate:.2f}/GPU-hour)")
+    idle = [d for d in devices if d.get("did_work") is False]
+    if idle:
+        used = len(gpus) - len(idle)
+        saving = cost * len(idle) / len(gpus) if gpus else 0.0
+        lines.append(f"Advice: {len(idle)} of {len(gpus)} GPUs did no work: --gres=gpu:{max(used, 1)} "
+                     f"would have cost ${saving:,.2f} less.")
+    elif devices:
+        worked = [d for d in devices if d.get("util_mean") is not None]
+        if worked and all((d.get("util_mean") or 0) < 30 and (d.get("mem_used_max_mib") or 0)
+                          < 0.5 * (d.get("mem_total_mib") or 1) for d in worked):
+            lines.append("Advice: low utilization with most GPU memory free: a larger batch size "
+                         "would finish sooner on the same GPUs.")
+    if summary.get("partial"):
+        lines.append(f"(partial data: {summary.get('partial_reason')})")
+    return "\n".join(lines) + "\n"
