@@ -275,7 +275,8 @@ render_wrapper() { # template -> hook fragment pointing at this cluster's env fi
     sed "s|^PIQC_HOOK_ENV=.*|PIQC_HOOK_ENV=$ETC/hook.env|" "$1"
 }
 
-# install "$content" at path with owner/mode; sets CHANGED=1 if it differed
+# install stdin at path with owner/mode; sets CHANGED=1 if a Slurm daemon
+# config (*.conf under $ETC) differed: those need slurmctld/slurmd restarted
 CHANGED=0
 put() { # path owner mode  (content on stdin)
     local path=$1 owner=$2 mode=$3 tmp
@@ -285,7 +286,7 @@ put() { # path owner mode  (content on stdin)
         rm -f "$tmp"
     else
         mv -f "$tmp" "$path"
-        CHANGED=1
+        case "$path" in "$ETC"/*.conf) CHANGED=1;; esac
     fi
     chown "$owner" "$path"; chmod "$mode" "$path"
 }
@@ -348,16 +349,16 @@ write_configs() {
         (umask 077; head -c 128 /dev/urandom >"$ETC/munge.key")
     fi
     chown munge:munge "$ETC/munge.key"; chmod 400 "$ETC/munge.key"
-    render_slurm_conf   | put "$ETC/slurm.conf"    root:root 644
-    render_gres_conf    | put "$ETC/gres.conf"     root:root 644
-    render_cgroup_conf  | put "$ETC/cgroup.conf"   root:root 644
-    render_plugstack    | put "$ETC/plugstack.conf" root:root 644
-    render_slurmdbd_conf | put "$ETC/slurmdbd.conf" slurm:slurm 600
-    render_fakenvml_conf | put "$NV/fakenvml.conf" root:root 644
-    render_hook_env     | put "$ETC/hook.env"      root:root 644
-    render_piqc_toml    | put "$ETC/piqc.toml"     root:root 644
-    render_wrapper "$REPO/epilog/prolog.sh" | put "$ETC/prolog.d/50-piqc.sh" root:root 755
-    render_wrapper "$REPO/epilog/epilog.sh" | put "$ETC/epilog.d/50-piqc.sh" root:root 755
+    put "$ETC/slurm.conf"    root:root 644 < <(render_slurm_conf)
+    put "$ETC/gres.conf"     root:root 644 < <(render_gres_conf)
+    put "$ETC/cgroup.conf"   root:root 644 < <(render_cgroup_conf)
+    put "$ETC/plugstack.conf" root:root 644 < <(render_plugstack)
+    put "$ETC/slurmdbd.conf" slurm:slurm 600 < <(render_slurmdbd_conf)
+    put "$NV/fakenvml.conf" root:root 644 < <(render_fakenvml_conf)
+    put "$ETC/hook.env"      root:root 644 < <(render_hook_env)
+    put "$ETC/piqc.toml"     root:root 644 < <(render_piqc_toml)
+    put "$ETC/prolog.d/50-piqc.sh" root:root 755 < <(render_wrapper "$REPO/epilog/prolog.sh")
+    put "$ETC/epilog.d/50-piqc.sh" root:root 755 < <(render_wrapper "$REPO/epilog/epilog.sh")
 }
 
 export SLURM_CONF=$ETC/slurm.conf

@@ -7,6 +7,8 @@ sleeps (sacct may briefly show JobName=allocation right after a job ends).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shlex
@@ -112,6 +114,56 @@ class Cluster:
 
     def node_state(self) -> str:
         return self.run(["sinfo", "-h", "-N", "-o", "%T"]).stdout.strip()
+
+    def summary_file(self, job_id: int, node: str | None = None, where: str = "shared") -> Path:
+        node = node or self.node
+        name = f"{self.cluster_name}.{job_id}.0.{node}.summary.json"
+        if where == "shared":
+            return self.dir / "piqc" / "shared-spool" / node / name
+        return self.dir / "piqc" / "spool" / "outbox" / name
+
+    def wait_summary(self, job_id: int, where: str = "shared", timeout: float = 30) -> dict:
+        """The job's summary once the Epilog has delivered it."""
+        path = self.summary_file(job_id, where=where)
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no summary at {path} after {timeout}s; hook log:\n{self.hook_log()[-2000:]}")
+            time.sleep(0.2)
+        return json.loads(path.read_text())
+
+    def wait_hook(self, verb: str, job_id: int, timeout: float = 30) -> str:
+        """The wrapper's End line for this job's hook."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.hook_log().splitlines():
+                if f"{verb} End job={job_id} " in line:
+                    return line
+            time.sleep(0.2)
+        raise TimeoutError(f"no '{verb} End job={job_id}' in the hook log")
+
+    def hook_lines(self, job_id: int) -> list[str]:
+        return [ln for ln in self.hook_log().splitlines() if f"job={job_id}" in ln]
+
+    @property
+    def node(self) -> str:
+        return self.run(["sinfo", "-h", "-N", "-o", "%N"]).stdout.split()[0]
+
+    @property
+    def cluster_name(self) -> str:
+        import tomllib
+
+        return tomllib.loads(Path(self.env["PIQC_CONFIG"]).read_text())["cluster"]
+
+    @contextlib.contextmanager
+    def patched(self, path: Path, transform):
+        """Temporarily rewrite a cluster file (config, fake driver config); restore it exactly."""
+        original = path.read_bytes()
+        path.write_text(transform(original.decode()))
+        try:
+            yield
+        finally:
+            path.write_bytes(original)
 
     def hook_log(self) -> str:
         path = Path(self.env.get("PIQC_HOOK_LOG", self.dir / "log" / "hooks.log"))

@@ -39,7 +39,7 @@ def build(job: dict[str, Any], checkpoint: dict[str, Any] | None, *, ended: floa
     if checkpoint is not None:
         nvml = checkpoint["nvml"]
         started = checkpoint.get("started", started)
-        for g in checkpoint["gpus"]:
+        for g in checkpoint["gpus"] if nvml.get("ok") else []:
             agg = {k: v for k, v in g["agg"].items() if k not in ("acc", "util_hist_ms")}
             devices.append({
                 "minor": g["minor"], "index": g.get("index"), "uuid": g.get("uuid"), "name": g.get("name"),

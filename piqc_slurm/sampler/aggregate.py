@@ -1,0 +1,454 @@
+"""Streaming per-GPU aggregation: the pure core of the sampler.
+
+A job may run for weeks at one sample a second, so nothing here keeps a
+list of samples: every statistic is a running sum, an extreme or a counter,
+and the utilization distribution is a fixed 101-bin histogram. The state of
+one GPU therefore has the same size after ten samples and after ten million,
+and a checkpoint costs the same at the end of a job as at its start.
+
+Samples are weighted by the time they stand for (the interval since the
+previous one) rather than counted, because a loaded node delays the sampler
+unevenly; the first sample stands for one nominal interval, and a gap is
+capped at three nominal intervals so a stalled or suspended sampler does not
+invent hours of a state it never saw.
+
+No I/O, no clock: callers pass the times (monotonic seconds for the weights,
+epoch seconds for the timeline) in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+HIST_BINS = 101
+"""Utilization histogram bins: one per integer percent 0..100."""
+
+GAP_CAP = 3.0
+"""A gap between samples counts for at most this many nominal intervals."""
+
+MAX_PIDS = 16
+"""Distinct pids remembered per GPU: evidence for a person, not a census."""
+
+# Sample fields kept as [weighted sum, weight seconds, min, max]; the order is
+# the order of the derived keys in to_dict().
+_STAT_FIELDS = ("util", "mem_util", "mem_used", "power", "sm_clock", "temp")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading of one GPU. None means the device does not report that
+    metric (NVML NotSupported): it stays absent from the output, because a
+    zero would read as "idle" or "no power" and mislead the analysis."""
+
+    util: float | None = None
+    mem_util: float | None = None
+    mem_used_mib: float | None = None
+    power_w: float | None = None
+    energy_mj: float | None = None
+    sm_clock_mhz: float | None = None
+    temp_c: float | None = None
+
+
+class _Stat:
+    """Time-weighted running statistics of one metric."""
+
+    __slots__ = ("wsum", "weight", "lo", "hi")
+
+    def __init__(self, wsum: float = 0.0, weight: float = 0.0, lo: float = math.inf,
+                 hi: float = -math.inf):
+        self.wsum, self.weight, self.lo, self.hi = wsum, weight, lo, hi
+
+    def add(self, value: float, dt: float) -> None:
+        self.wsum += value * dt
+        self.weight += dt
+        if value < self.lo:
+            self.lo = value
+        if value > self.hi:
+            self.hi = value
+
+    def mean(self) -> float:
+        # A metric seen only in zero-length intervals has no time weight; its
+        # extremes still bound it, and the mean must stay within them.
+        m = self.wsum / self.weight if self.weight > 0 else self.hi
+        return min(max(m, self.lo), self.hi)
+
+    def to_list(self) -> list[float]:
+        return [self.wsum, self.weight, self.lo, self.hi]
+
+    @classmethod
+    def from_list(cls, name: str, value: Any) -> _Stat:
+        if (not isinstance(value, list) or len(value) != 4
+                or not all(_is_number(x) for x in value)):
+            raise ValueError(f"acc.{name}: expected [wsum, weight, min, max], got {value!r}")
+        wsum, weight, lo, hi = (float(x) for x in value)
+        if weight < 0 or lo > hi:
+            raise ValueError(f"acc.{name}: inconsistent statistics {value!r}")
+        return cls(wsum, weight, lo, hi)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _finite(x: float | None) -> float | None:
+    """A reading as float, or None when absent or not a finite number (a driver
+    glitch must not poison a whole job's sums with NaN)."""
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _r(x: float) -> float:
+    # Rounding is monotonic, so rounded means stay within rounded extremes.
+    return round(x, 3)
+
+
+def _weight(last: float | None, t: float, nominal: float) -> float:
+    if last is None:
+        return nominal
+    return min(max(t - last, 0.0), GAP_CAP * nominal)
+
+
+def _add_pids(seen: list[int], pids: Iterable[int]) -> None:
+    for pid in pids:
+        if len(seen) >= MAX_PIDS:
+            return
+        if pid not in seen:
+            seen.append(pid)
+
+
+class GpuAggregate:
+    """Everything the analysis needs about one GPU over one job, in O(1) memory.
+
+    `interval` and `process_interval` are the nominal periods of `add` and
+    `add_processes` calls (they weight the first call and cap gaps);
+    `active_util` is the utilization (%) at or above which time counts as
+    active.
+    """
+
+    __slots__ = ("interval", "process_interval", "active_util", "samples", "seconds",
+                 "active_seconds", "hist_ms", "stats", "energy_counter_mj", "energy_last_mj",
+                 "energy_readings", "power_j", "last_t", "process_checks", "process_seconds",
+                 "job_process_seconds", "pids", "job_pids", "last_process_t")
+
+    def __init__(self, interval: float = 1.0, *, process_interval: float = 10.0,
+                 active_util: float = 5.0):
+        if not (_is_number(interval) and interval > 0):
+            raise ValueError(f"interval must be > 0, got {interval!r}")
+        if not (_is_number(process_interval) and process_interval > 0):
+            raise ValueError(f"process_interval must be > 0, got {process_interval!r}")
+        if not _is_number(active_util):
+            raise ValueError(f"active_util must be a number, got {active_util!r}")
+        self.interval = float(interval)
+        self.process_interval = float(process_interval)
+        self.active_util = float(active_util)
+        self.samples = 0
+        self.seconds = 0.0
+        self.active_seconds = 0.0
+        self.hist_ms: list[int] | None = None     # created at the first util value
+        self.stats: dict[str, _Stat] = {}
+        self.energy_counter_mj = 0.0
+        self.energy_last_mj: float | None = None
+        self.energy_readings = 0
+        self.power_j = 0.0
+        self.last_t: float | None = None
+        self.process_checks = 0
+        self.process_seconds = 0.0
+        self.job_process_seconds = 0.0
+        self.pids: list[int] = []
+        self.job_pids: list[int] = []
+        self.last_process_t: float | None = None
+
+    # ---- accumulation ----
+
+    def _stat(self, name: str, value: float, dt: float) -> None:
+        st = self.stats.get(name)
+        if st is None:
+            st = self.stats[name] = _Stat()
+        st.add(value, dt)
+
+    def add(self, t: float, s: Sample) -> None:
+        """Fold in one sample taken at monotonic time `t` (seconds)."""
+        dt = _weight(self.last_t, t, self.interval)
+        self.last_t = t if self.last_t is None else max(t, self.last_t)
+        self.samples += 1
+        self.seconds += dt
+        util = _finite(s.util)
+        if util is not None:
+            util = min(max(util, 0.0), 100.0)
+            self._stat("util", util, dt)
+            if util >= self.active_util:
+                self.active_seconds += dt
+            if self.hist_ms is None:
+                self.hist_ms = [0] * HIST_BINS
+            # Floor, not round: a percentile read from the histogram must never
+            # exceed the true maximum. At least 1 ms so every sample is counted.
+            self.hist_ms[int(util)] += max(1, round(dt * 1000))
+        for name, value in (("mem_util", s.mem_util), ("mem_used", s.mem_used_mib),
+                            ("sm_clock", s.sm_clock_mhz), ("temp", s.temp_c)):
+            v = _finite(value)
+            if v is not None:
+                self._stat(name, v, dt)
+        power = _finite(s.power_w)
+        if power is not None:
+            self._stat("power", power, dt)
+            self.power_j += power * dt
+        e = _finite(s.energy_mj)
+        if e is not None:
+            # The counter only grows; a drop means it was reset (driver reload):
+            # start a new segment rather than subtract.
+            if self.energy_last_mj is not None and e >= self.energy_last_mj:
+                self.energy_counter_mj += e - self.energy_last_mj
+            self.energy_last_mj = e
+            self.energy_readings += 1
+
+    def add_processes(self, t: float, pids: Iterable[int], job_pids: Iterable[int]) -> None:
+        """Fold in one running-process query at monotonic time `t`.
+
+        `pids` are all compute processes NVML lists on the GPU, `job_pids`
+        those of them that belong to the job. The time since the previous
+        query is attributed to "had a process" / "had a job process", so a
+        GPU that merely held a CUDA context can be told from one that was
+        never touched.
+        """
+        pids, job_pids = list(pids), list(job_pids)
+        dt = _weight(self.last_process_t, t, self.process_interval)
+        self.last_process_t = t if self.last_process_t is None else max(t, self.last_process_t)
+        self.process_checks += 1
+        if pids or job_pids:
+            self.process_seconds += dt
+        if job_pids:
+            self.job_process_seconds += dt
+        _add_pids(self.pids, pids)
+        _add_pids(self.pids, job_pids)
+        _add_pids(self.job_pids, job_pids)
+
+    # ---- derived values ----
+
+    def percentile(self, q: float) -> int | None:
+        """Utilization percentile (integer percent) over time, from the histogram."""
+        if self.hist_ms is None:
+            return None
+        total = sum(self.hist_ms)
+        if total <= 0:
+            return None
+        target = q * total
+        cum = 0
+        for pct, ms in enumerate(self.hist_ms):
+            cum += ms
+            if cum >= target and ms:
+                return pct
+        return HIST_BINS - 1
+
+    def energy(self) -> tuple[float, str] | None:
+        """(joules, source): the counter when it gave a delta, else integrated power."""
+        if self.energy_readings >= 2:
+            return self.energy_counter_mj / 1000.0, "counter"
+        if "power" in self.stats:
+            return self.power_j, "power"
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """The derived statistics; a metric the device never reported is absent."""
+        out: dict[str, Any] = {"samples": self.samples, "seconds": _r(self.seconds)}
+        st = self.stats
+        if "util" in st:
+            u = st["util"]
+            out.update(util_mean=_r(u.mean()), util_min=_r(u.lo), util_max=_r(u.hi),
+                       util_p50=self.percentile(0.50), util_p95=self.percentile(0.95),
+                       active_seconds=_r(self.active_seconds))
+        if "mem_util" in st:
+            out.update(mem_util_mean=_r(st["mem_util"].mean()), mem_util_max=_r(st["mem_util"].hi))
+        if "mem_used" in st:
+            out.update(mem_used_mean_mib=_r(st["mem_used"].mean()),
+                       mem_used_max_mib=_r(st["mem_used"].hi))
+        if "power" in st:
+            out.update(power_mean_w=_r(st["power"].mean()), power_max_w=_r(st["power"].hi))
+        energy = self.energy()
+        if energy is not None:
+            out.update(energy_j=_r(energy[0]), energy_source=energy[1])
+        if "sm_clock" in st:
+            out.update(sm_clock_mean_mhz=_r(st["sm_clock"].mean()),
+                       sm_clock_max_mhz=_r(st["sm_clock"].hi))
+        if "temp" in st:
+            out["temp_max_c"] = _r(st["temp"].hi)
+        out.update(process_checks=self.process_checks,
+                   process_seconds=_r(self.process_seconds),
+                   job_process_seconds=_r(self.job_process_seconds),
+                   pids=list(self.pids), job_pids=list(self.job_pids))
+        return out
+
+    # ---- serialization ----
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, fixed-size state: the summary plus the exact accumulators.
+
+        The summary keys are what readers use; `acc` (and `util_hist_ms`) are
+        what `from_dict` restores from, so a round trip is exact and a
+        restored aggregate keeps accumulating as if never interrupted.
+        """
+        out: dict[str, Any] = {"interval": self.interval, "process_interval": self.process_interval,
+                               "active_util": self.active_util}
+        out.update(self.summary())
+        if self.hist_ms is not None:
+            out["util_hist_ms"] = list(self.hist_ms)
+        acc: dict[str, Any] = {name: self.stats[name].to_list()
+                               for name in _STAT_FIELDS if name in self.stats}
+        acc.update(seconds=self.seconds, active_seconds=self.active_seconds,
+                   power_j=self.power_j, process_seconds=self.process_seconds,
+                   job_process_seconds=self.job_process_seconds, last_t=self.last_t,
+                   last_process_t=self.last_process_t)
+        if self.energy_readings:
+            acc["energy"] = [self.energy_counter_mj, self.energy_last_mj, self.energy_readings]
+        out["acc"] = acc
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any) -> GpuAggregate:
+        """Restore from `to_dict()` output; ValueError names the first bad field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"aggregate: expected an object, got {type(d).__name__}")
+
+        def num(src: dict[str, Any], key: str, *, optional: bool = False, where: str = "") -> Any:
+            if key not in src:
+                if optional:
+                    return None
+                raise ValueError(f"aggregate: missing {where}{key}")
+            v = src[key]
+            if v is None and optional:
+                return None
+            if not _is_number(v):
+                raise ValueError(f"aggregate: {where}{key}: expected a number, got {v!r}")
+            return v
+
+        def count(src: dict[str, Any], key: str) -> int:
+            v = src.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"aggregate: {key}: expected a count, got {v!r}")
+            return v
+
+        def pid_list(key: str) -> list[int]:
+            v = d.get(key)
+            if (not isinstance(v, list) or len(v) > MAX_PIDS
+                    or not all(isinstance(p, int) and not isinstance(p, bool) for p in v)):
+                raise ValueError(f"aggregate: {key}: expected at most {MAX_PIDS} pids, got {v!r}")
+            return list(v)
+
+        agg = cls(num(d, "interval"), process_interval=num(d, "process_interval"),
+                  active_util=num(d, "active_util"))
+        acc = d.get("acc")
+        if not isinstance(acc, dict):
+            raise ValueError(f"aggregate: acc: expected an object, got {acc!r}")
+        agg.samples = count(d, "samples")
+        agg.process_checks = count(d, "process_checks")
+        agg.pids, agg.job_pids = pid_list("pids"), pid_list("job_pids")
+        w = "acc."
+        agg.seconds = float(num(acc, "seconds", where=w))
+        agg.active_seconds = float(num(acc, "active_seconds", where=w))
+        agg.power_j = float(num(acc, "power_j", where=w))
+        agg.process_seconds = float(num(acc, "process_seconds", where=w))
+        agg.job_process_seconds = float(num(acc, "job_process_seconds", where=w))
+        agg.last_t = num(acc, "last_t", optional=True, where=w)
+        agg.last_process_t = num(acc, "last_process_t", optional=True, where=w)
+        for name in _STAT_FIELDS:
+            if name in acc:
+                agg.stats[name] = _Stat.from_list(name, acc[name])
+        if "energy" in acc:
+            e = acc["energy"]
+            if (not isinstance(e, list) or len(e) != 3 or not _is_number(e[0])
+                    or not _is_number(e[1]) or not isinstance(e[2], int) or e[2] < 1):
+                raise ValueError(f"aggregate: acc.energy: expected [mj, last_mj, readings], got {e!r}")
+            agg.energy_counter_mj, agg.energy_last_mj, agg.energy_readings = float(e[0]), e[1], e[2]
+        hist = d.get("util_hist_ms")
+        if hist is not None:
+            if (not isinstance(hist, list) or len(hist) != HIST_BINS
+                    or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in hist)):
+                raise ValueError(f"aggregate: util_hist_ms: expected {HIST_BINS} counts >= 0")
+            agg.hist_ms = list(hist)
+        if (hist is None) != ("util" not in agg.stats):
+            raise ValueError("aggregate: util_hist_ms and acc.util must be present together")
+        return agg
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GpuAggregate):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+
+class TimelineBinner:
+    """Per-GPU, per-bin means for charts, emitted once a bin is closed.
+
+    Only the open bin of each GPU is kept (plus closed bins not yet flushed),
+    so memory is constant in job length; closed bins are meant to be appended
+    to a JSON-lines file and forgotten.
+    """
+
+    __slots__ = ("bin_seconds", "_open", "_closed")
+
+    def __init__(self, bin_seconds: int = 60):
+        if not isinstance(bin_seconds, int) or isinstance(bin_seconds, bool) or bin_seconds < 1:
+            raise ValueError(f"bin_seconds must be an integer >= 1, got {bin_seconds!r}")
+        self.bin_seconds = bin_seconds
+        # gpu -> [start, util_sum, util_n, mem_max, power_sum, power_n]
+        self._open: dict[int, list[Any]] = {}
+        self._closed: list[dict[str, Any]] = []
+
+    def add(self, t: float, gpu: int, s: Sample) -> None:
+        """Add a sample of GPU (minor) `gpu` taken at epoch time `t`."""
+        start = int(t // self.bin_seconds) * self.bin_seconds
+        cur = self._open.get(gpu)
+        if cur is not None and cur[0] != start:
+            self._closed.append(self._emit(gpu, cur))
+            cur = None
+        if cur is None:
+            cur = self._open[gpu] = [start, 0.0, 0, None, 0.0, 0]
+        util, mem, power = _finite(s.util), _finite(s.mem_used_mib), _finite(s.power_w)
+        if util is not None:
+            cur[1] += util
+            cur[2] += 1
+        if mem is not None:
+            cur[3] = mem if cur[3] is None else max(cur[3], mem)
+        if power is not None:
+            cur[4] += power
+            cur[5] += 1
+
+    @staticmethod
+    def _emit(gpu: int, b: list[Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"t": b[0], "gpu": gpu}
+        if b[2]:
+            out["util"] = round(b[1] / b[2], 1)
+        if b[3] is not None:
+            out["mem_mib"] = round(b[3])
+        if b[5]:
+            out["power_w"] = round(b[4] / b[5], 1)
+        return out
+
+    def flush_closed(self, now: float) -> list[dict[str, Any]]:
+        """Bins that ended at or before epoch `now`, oldest first; forgets them."""
+        for gpu in list(self._open):
+            b = self._open[gpu]
+            if b[0] + self.bin_seconds <= now:
+                self._closed.append(self._emit(gpu, b))
+                del self._open[gpu]
+        return self._take()
+
+    def flush_all(self) -> list[dict[str, Any]]:
+        """Every bin, open ones included (end of job)."""
+        for gpu, b in self._open.items():
+            self._closed.append(self._emit(gpu, b))
+        self._open.clear()
+        return self._take()
+
+    def _take(self) -> list[dict[str, Any]]:
+        out = sorted(self._closed, key=lambda b: (b["t"], b["gpu"]))
+        self._closed = []
+        return out

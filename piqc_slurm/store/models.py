@@ -1,0 +1,173 @@
+"""The store's tables (SQLAlchemy 2). Same models on SQLite and PostgreSQL;
+the schema is created and changed only by Alembic migrations (store/migrations),
+and sql/ holds the DDL they produce for each backend.
+
+Identity: a job allocation is (cluster, job_id_raw, submit time): Slurm
+reuses job ids after a database reset or a wrap-around, and a requeued job
+keeps its id. A sampler summary is (cluster, job_id_raw, restart_count, node).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    """One job allocation as sacct reports it (steps are folded in)."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster: Mapped[str] = mapped_column(String(64))
+    job_id_raw: Mapped[int] = mapped_column(BigInteger)
+    submit: Mapped[int] = mapped_column(BigInteger)  # epoch seconds, UTC
+    job_id: Mapped[str] = mapped_column(String(64))  # as sacct prints it: 1234, 1234_5, 1234+0
+    array_job_id: Mapped[int | None] = mapped_column(BigInteger)
+    array_task_id: Mapped[int | None] = mapped_column(BigInteger)
+    het_job_id: Mapped[int | None] = mapped_column(BigInteger)
+    het_job_offset: Mapped[int | None] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(Text, default="")
+    user: Mapped[str] = mapped_column(String(64), default="")
+    uid: Mapped[int | None] = mapped_column(Integer)
+    account: Mapped[str] = mapped_column(String(64), default="")
+    partition: Mapped[str] = mapped_column(String(64), default="")
+    qos: Mapped[str] = mapped_column(String(64), default="")
+    state: Mapped[str] = mapped_column(String(32), default="")
+    state_by: Mapped[int | None] = mapped_column(Integer)  # "CANCELLED by 123"
+    exit_code: Mapped[str] = mapped_column(String(16), default="")
+    derived_exit_code: Mapped[str] = mapped_column(String(16), default="")
+    eligible: Mapped[int | None] = mapped_column(BigInteger)
+    start: Mapped[int | None] = mapped_column(BigInteger)
+    end: Mapped[int | None] = mapped_column(BigInteger)
+    elapsed: Mapped[int] = mapped_column(BigInteger, default=0)  # seconds
+    timelimit: Mapped[int | None] = mapped_column(BigInteger)  # seconds
+    alloc_cpus: Mapped[int] = mapped_column(Integer, default=0)
+    alloc_nodes: Mapped[int] = mapped_column(Integer, default=0)
+    alloc_mem_mib: Mapped[int | None] = mapped_column(BigInteger)
+    alloc_gpus: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_type: Mapped[str | None] = mapped_column(String(32))
+    alloc_tres: Mapped[str] = mapped_column(Text, default="")
+    nodelist: Mapped[str] = mapped_column(Text, default="")
+    work_dir: Mapped[str] = mapped_column(Text, default="")
+    comment: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    summaries: Mapped[list[NodeSummary]] = relationship(back_populates="job")
+
+    __table_args__ = (
+        UniqueConstraint("cluster", "job_id_raw", "submit", name="uq_jobs_identity"),
+        Index("ix_jobs_user_end", "user", "end"),
+        Index("ix_jobs_end", "end"),
+        Index("ix_jobs_start", "start"),
+        Index("ix_jobs_account", "account"),
+    )
+
+
+class NodeSummary(Base):
+    """One sampler summary: one job on one node (piqc-summary/1)."""
+
+    __tablename__ = "node_summaries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster: Mapped[str] = mapped_column(String(64))
+    job_id_raw: Mapped[int] = mapped_column(BigInteger)
+    restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    node: Mapped[str] = mapped_column(String(64))
+    job_ref: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    user: Mapped[str] = mapped_column(String(64), default="")
+    monitor: Mapped[str] = mapped_column(String(16), default="on")
+    interval: Mapped[float | None] = mapped_column(Float)
+    started: Mapped[float | None] = mapped_column(Float)
+    ended: Mapped[float | None] = mapped_column(Float)
+    partial: Mapped[bool] = mapped_column(Boolean, default=False)
+    partial_reason: Mapped[str | None] = mapped_column(Text)
+    nvml_ok: Mapped[bool | None] = mapped_column(Boolean)
+    nvml_error: Mapped[str | None] = mapped_column(Text)
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+    doc: Mapped[dict] = mapped_column(JSON)  # the summary as delivered
+
+    job: Mapped[Job | None] = relationship(back_populates="summaries")
+    gpus: Mapped[list[GpuUsage]] = relationship(back_populates="summary", cascade="all, delete-orphan")
+
+    __table_args__ = (
+        UniqueConstraint("cluster", "job_id_raw", "restart_count", "node", name="uq_summaries_identity"),
+        Index("ix_summaries_job_ref", "job_ref"),
+    )
+
+
+class GpuUsage(Base):
+    """One GPU of one node summary, by device minor and UUID."""
+
+    __tablename__ = "gpu_usage"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    summary_id: Mapped[int] = mapped_column(ForeignKey("node_summaries.id", ondelete="CASCADE"))
+    minor: Mapped[int] = mapped_column(Integer)
+    uuid: Mapped[str | None] = mapped_column(String(96))
+    name: Mapped[str | None] = mapped_column(String(128))
+    gpu_type: Mapped[str | None] = mapped_column(String(32))
+    mem_total_mib: Mapped[float | None] = mapped_column(Float)
+    lost: Mapped[bool] = mapped_column(Boolean, default=False)
+    did_work: Mapped[bool | None] = mapped_column(Boolean)
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    util_mean: Mapped[float | None] = mapped_column(Float)
+    util_p50: Mapped[float | None] = mapped_column(Float)
+    util_p95: Mapped[float | None] = mapped_column(Float)
+    util_max: Mapped[float | None] = mapped_column(Float)
+    active_seconds: Mapped[float | None] = mapped_column(Float)
+    mem_util_mean: Mapped[float | None] = mapped_column(Float)
+    mem_used_max_mib: Mapped[float | None] = mapped_column(Float)
+    mem_used_mean_mib: Mapped[float | None] = mapped_column(Float)
+    power_mean_w: Mapped[float | None] = mapped_column(Float)
+    energy_j: Mapped[float | None] = mapped_column(Float)
+    process_seconds: Mapped[float | None] = mapped_column(Float)
+    job_process_seconds: Mapped[float | None] = mapped_column(Float)
+
+    summary: Mapped[NodeSummary] = relationship(back_populates="gpus")
+    __table_args__ = (Index("ix_gpu_usage_summary", "summary_id"),)
+
+
+class TimelineBin(Base):
+    """Downsampled per-GPU timeline (one row per GPU per bin) for charts."""
+
+    __tablename__ = "timeline"
+    summary_id: Mapped[int] = mapped_column(ForeignKey("node_summaries.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    t: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    minor: Mapped[int] = mapped_column(Integer, primary_key=True)
+    util: Mapped[float | None] = mapped_column(Float)
+    mem_mib: Mapped[float | None] = mapped_column(Float)
+    power_w: Mapped[float | None] = mapped_column(Float)
+
+
+class SpoolReplay(Base):
+    """Which spooled summary files this store has taken in (per store, so a
+    shared spool read by two stores is replayed into each)."""
+
+    __tablename__ = "spool_replays"
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Watermark(Base):
+    """Ingest progress per cluster and source."""
+
+    __tablename__ = "watermarks"
+    cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    until: Mapped[int] = mapped_column(BigInteger)

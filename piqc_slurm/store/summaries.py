@@ -1,0 +1,128 @@
+"""Writing sampler summaries (piqc-summary/1) into the store, idempotently.
+
+A summary replaces any earlier copy of itself (same cluster, job, restart,
+node): its GPU rows and timeline are rewritten in one transaction. It is
+joined to its job allocation when that is already known (same cluster and
+JobIDRaw, run time overlapping the summary's); otherwise job_ref stays empty
+and `link_summaries` joins it after a later sacct ingest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from piqc_slurm.errors import SpoolFormatError, StoreError
+from piqc_slurm.store.models import GpuUsage, Job, NodeSummary, TimelineBin
+
+SUMMARY_FORMAT = "piqc-summary/1"
+GPU_FIELDS = ("uuid", "name", "gpu_type", "mem_total_mib", "did_work", "samples", "seconds", "util_mean",
+              "util_p50", "util_p95", "util_max", "active_seconds", "mem_util_mean", "mem_used_max_mib",
+              "mem_used_mean_mib", "power_mean_w", "energy_j", "process_seconds", "job_process_seconds")
+SLACK = 120  # seconds of clock skew and hook latency allowed when matching a summary to its job
+
+
+def check_format(doc: Any, source: str = "") -> dict:
+    if not isinstance(doc, dict):
+        raise SpoolFormatError(f"{source}: not a JSON object")
+    fmt = doc.get("format")
+    if fmt != SUMMARY_FORMAT:
+        raise SpoolFormatError(f"{source}: unknown summary format {fmt!r} (this version reads {SUMMARY_FORMAT})")
+    for key in ("cluster", "job_id", "restart_count", "node"):
+        if key not in doc:
+            raise SpoolFormatError(f"{source}: missing {key}")
+    return doc
+
+
+def find_job(session: Session, doc: dict) -> int | None:
+    started, ended = doc.get("started"), doc.get("ended")
+    q = select(Job.id).where(Job.cluster == doc["cluster"], Job.job_id_raw == doc["job_id"])
+    if started is not None:
+        q = q.where(or_(Job.end.is_(None), Job.end >= started - SLACK))
+    if ended is not None:
+        q = q.where(or_(Job.start.is_(None), Job.start <= ended + SLACK))
+    return session.execute(q.order_by(Job.submit.desc()).limit(1)).scalar_one_or_none()
+
+
+def upsert_summary(session: Session, doc: dict, timeline: list[dict] | None = None) -> int:
+    """Insert or replace one summary (and its GPUs and timeline); return its id."""
+    existing = session.execute(select(NodeSummary).where(
+        NodeSummary.cluster == doc["cluster"], NodeSummary.job_id_raw == doc["job_id"],
+        NodeSummary.restart_count == doc["restart_count"], NodeSummary.node == doc["node"])).scalar_one_or_none()
+    nvml = doc.get("nvml") or {}
+    values = dict(user=doc.get("user") or "", monitor=doc.get("monitor") or "on", interval=doc.get("interval"),
+                  started=doc.get("started"), ended=doc.get("ended"), partial=bool(doc.get("partial")),
+                  partial_reason=doc.get("partial_reason"), nvml_ok=nvml.get("ok"), nvml_error=nvml.get("error"),
+                  gpu_count=len(doc.get("gpus") or []), doc=doc, job_ref=find_job(session, doc))
+    if existing is None:
+        row = NodeSummary(cluster=doc["cluster"], job_id_raw=doc["job_id"], restart_count=doc["restart_count"],
+                          node=doc["node"], **values)
+        session.add(row)
+        session.flush()
+    else:
+        row = existing
+        for k, v in values.items():
+            setattr(row, k, v)
+        session.execute(delete(GpuUsage).where(GpuUsage.summary_id == row.id))
+        session.execute(delete(TimelineBin).where(TimelineBin.summary_id == row.id))
+        session.flush()
+    for d in doc.get("devices") or []:
+        session.add(GpuUsage(summary_id=row.id, minor=d["minor"], lost=bool(d.get("lost")),
+                             **{k: d.get(k) for k in GPU_FIELDS}))
+    if timeline:
+        seen = set()
+        bins = []
+        for b in timeline:
+            key = (int(b["t"]), int(b["gpu"]))
+            if key in seen:
+                continue
+            seen.add(key)
+            bins.append(dict(summary_id=row.id, t=key[0], minor=key[1], util=b.get("util"),
+                             mem_mib=b.get("mem_mib"), power_w=b.get("power_w")))
+        session.execute(TimelineBin.__table__.insert(), bins)
+    return row.id
+
+
+def link_summaries(session: Session) -> int:
+    """Join summaries that arrived before their sacct record; return how many."""
+    n = 0
+    for row in session.execute(select(NodeSummary).where(NodeSummary.job_ref.is_(None))).scalars():
+        job = find_job(session, row.doc)
+        if job is not None:
+            session.execute(update(NodeSummary).where(NodeSummary.id == row.id).values(job_ref=job))
+            n += 1
+    return n
+
+
+def read_timeline(path: Path) -> list[dict]:
+    rows = []
+    if path.is_file():
+        with open(path) as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    break  # a torn last line after a crash: keep what came before
+                if isinstance(row, dict) and "t" in row and "gpu" in row:
+                    rows.append(row)
+    return rows
+
+
+def push_summary(db_url: str, summary_path: Path, timeline_path: Path, connect_timeout: float = 3.0) -> None:
+    """The Epilog's delivery = push: one short transaction, StoreError on failure."""
+    from piqc_slurm.store.db import open_engine
+
+    doc = check_format(json.loads(Path(summary_path).read_text()), str(summary_path))
+    engine = open_engine(db_url, connect_timeout=connect_timeout)
+    try:
+        with Session(engine) as session, session.begin():
+            upsert_summary(session, doc, read_timeline(Path(timeline_path)))
+    except SQLAlchemyError as exc:
+        raise StoreError(f"push failed: {str(getattr(exc, 'orig', exc)).splitlines()[0]}") from None
+    finally:
+        engine.dispose()
