@@ -104,6 +104,36 @@ def _build_cli():
 
         sys.exit(run_hook("epilog"))
 
+    def store_url(ctx: click.Context, cfg) -> str:
+        from piqc_slurm import config
+
+        if cfg["db"]:
+            return cfg["db"]
+        url, note = config.default_db_url()
+        if note:
+            click.echo(f"piqc-slurm: {note}", err=True)
+        return url
+
+    @cli.command()
+    @click.pass_context
+    def doctor(ctx: click.Context) -> None:
+        """Check NVML, the spool, hook wiring in slurm.conf, the SPANK plugin,
+        the store and sacct; say what to fix. Exit 1 if anything FAILs.
+
+        \b
+        Run it on a GPU node as root (NVML, spool, hooks) and on the head node
+        (store, sacct). SLURM_CONF selects the slurm.conf to inspect.
+        """
+        from piqc_slurm.doctor import FAIL, run_all
+
+        cfg = load_config(ctx)
+        checks = run_all(cfg, store_url(ctx, cfg))
+        for c in checks:
+            click.echo(f"{c.status:<4}  {c.name:<12} {c.what}")
+            if c.fix and c.status != "OK":
+                click.echo(f"      {'':<12} fix: {c.fix}")
+        sys.exit(1 if any(c.status == FAIL for c in checks) else 0)
+
     @cli.group("config")
     def config_group() -> None:
         """Inspect the configuration."""
