@@ -112,8 +112,9 @@ def check_hooks(slurm_conf: str) -> list[Check]:
         files = [f for f in glob.glob(pattern) if os.path.isfile(f)]
         ours = [f for f in files if "piqc-slurm" in Path(f).read_text(errors="replace")]
         if not ours:
+            target = f"{pattern.rstrip('*')}50-piqc.sh"
             out.append(Check(FAIL, "hooks", f"{hook.capitalize()}={pattern}: no piqc-slurm fragment among "
-                             f"{len(files)} file(s)", f"install -m 755 epilog/piqc-hook.sh {pattern.rstrip('*')}50-piqc.sh"))
+                             f"{len(files)} file(s)", f"install -m 755 epilog/piqc-hook.sh {target}"))
             continue
         bad = [f for f in ours if not os.access(f, os.X_OK)]
         if bad:
