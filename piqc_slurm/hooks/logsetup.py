@@ -10,7 +10,10 @@ import os
 SYSLOG_SOCKETS = ("/dev/log", "/var/run/syslog")
 
 
-def hook_logger(env: dict[str, str], use_syslog: bool = True, level: str = "info") -> logging.Logger:
+def hook_logger(env: dict[str, str], use_syslog: bool = True, level: str = "info",
+                log_file: str | None = None) -> logging.Logger:
+    """The "piqc-slurm" logger: syslog if allowed and present, else `log_file`
+    (appended; the detached sampler's stderr is /dev/null), else stderr."""
     log = logging.getLogger("piqc-slurm")
     if log.handlers:
         return log
@@ -21,6 +24,14 @@ def hook_logger(env: dict[str, str], use_syslog: bool = True, level: str = "info
             handler: logging.Handler = logging.handlers.SysLogHandler(
                 address=sock, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
             handler.setFormatter(logging.Formatter("piqc-slurm[%(process)d]: %(message)s"))
+            log.addHandler(handler)
+        except OSError:
+            pass
+    if not log.handlers and log_file:
+        try:
+            handler = logging.FileHandler(log_file, mode="a", delay=True)
+            handler.setFormatter(logging.Formatter("%(asctime)s piqc-slurm[%(process)d]: %(message)s",
+                                                   "%Y-%m-%dT%H:%M:%S"))
             log.addHandler(handler)
         except OSError:
             pass
