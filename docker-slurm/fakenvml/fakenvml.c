@@ -658,6 +658,12 @@ static nvmlReturn_t dev_check(nvmlDevice_t device, const struct fake_dev **out)
         return NVML_ERROR_INVALID_ARGUMENT;
     if (g_conf.dev[i].lost)
         return NVML_ERROR_GPU_IS_LOST;
+    {   /* live fault: <state_dir>/gpu<MINOR>.lost makes the GPU fall off the bus now */
+        char lost[FAKE_PATH_LEN + 32];
+        if (snprintf(lost, sizeof lost, "%s/gpu%u.lost", g_conf.state_dir, g_conf.dev[i].minor)
+                < (int)sizeof lost && access(lost, F_OK) == 0)
+            return NVML_ERROR_GPU_IS_LOST;
+    }
     *out = &g_conf.dev[i];
     return NVML_SUCCESS;
 }

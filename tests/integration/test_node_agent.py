@@ -113,17 +113,23 @@ def test_driver_not_loaded_hooks_exit_0_and_summary_says_no_gpu_data(cluster):
     assert "No GPU data for this job" in (cluster.home / f"nodrv-{job}.out").read_text()
 
 
-def test_gpu_lost_is_marked_and_others_still_sampled(cluster):
-    conf = cluster.dir / "fakenvml" / "fakenvml.conf"
+def test_gpu_falling_off_the_bus_is_marked_and_others_still_sampled(cluster):
     job = cluster.submit(workload(12, [0, 1]), "--gres=gpu:2", "-o", "/dev/null", name="t-lost")
     cluster.wait_running(job)
     minors = cluster.job_gpu_minors(job)
     time.sleep(3)
-    with cluster.patched(conf, lambda t: t + f"fault gpu_lost:{minors[1]}\n"):
+    lost = cluster.dir / "fakenvml" / "state" / f"gpu{minors[1]}.lost"
+    lost.touch()
+    try:
         cluster.wait(job, timeout=60)
         s = cluster.wait_summary(job)
+    finally:
+        lost.unlink()
     by_minor = {d["minor"]: d for d in s["devices"]}
+    assert by_minor[minors[1]]["lost"] is True and "lost" in by_minor[minors[1]]["error"].lower()
+    assert by_minor[minors[1]]["samples"] >= 2, "what was sampled before the loss is kept"
     assert by_minor[minors[0]]["lost"] is False and by_minor[minors[0]]["util_max"] >= 75
+    assert by_minor[minors[0]]["samples"] > by_minor[minors[1]]["samples"]
     assert cluster.wait_hook("epilog", job).endswith("rc=0 exit=0")
 
 
