@@ -151,6 +151,9 @@ Prolog=$ETC/prolog.d/*
 Epilog=$ETC/epilog.d/*
 PrologEpilogTimeout=60
 SchedulerType=sched/backfill
+# A pending job that cannot run (held, or waiting for GPUs) blocks the FIFO
+# queue until backfill passes: pass often, so short test jobs start promptly.
+SchedulerParameters=bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=100

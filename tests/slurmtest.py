@@ -91,7 +91,7 @@ class Cluster:
             time.sleep(0.3)
         raise TimeoutError(f"job {job_id} still {state!r} after {timeout}s")
 
-    def wait_running(self, job_id: int | str, timeout: float = 30) -> None:
+    def wait_running(self, job_id: int | str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             r = self.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], check=False)

@@ -65,7 +65,6 @@ class Job(Base):
     nodelist: Mapped[str] = mapped_column(Text, default="")
     work_dir: Mapped[str] = mapped_column(Text, default="")
     comment: Mapped[str] = mapped_column(Text, default="")
-    updated_at: Mapped[int] = mapped_column(BigInteger, default=0)
 
     summaries: Mapped[list[NodeSummary]] = relationship(back_populates="job")
 

@@ -50,7 +50,6 @@ def upgrade() -> None:
     sa.Column('nodelist', sa.Text(), nullable=False),
     sa.Column('work_dir', sa.Text(), nullable=False),
     sa.Column('comment', sa.Text(), nullable=False),
-    sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('cluster', 'job_id_raw', 'submit', name='uq_jobs_identity')
     )
