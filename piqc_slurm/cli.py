@@ -114,6 +114,100 @@ def _build_cli():
             click.echo(f"piqc-slurm: {note}", err=True)
         return url
 
+    def when(value: str | None, what: str) -> int | None:
+        from piqc_slurm.timespec import parse_timespec
+
+        return None if value is None else parse_timespec(value)
+
+    def open_store(ctx: click.Context, cfg):
+        from piqc_slurm.store import open_engine
+
+        return open_engine(store_url(ctx, cfg))
+
+    @cli.command()
+    @click.option("--since", metavar="TIME", help="Window start (sacct time format: 2026-11-27, now-2days, "
+                  "midnight ...). Default: the last ingest's end less 6 h, or 24 h ago.")
+    @click.option("--until", metavar="TIME", help="Window end (default: now).")
+    @click.option("--sacct-file", metavar="FILE", help="Read `sacct --parsable2` output WITH its header line "
+                  "(any field order; extra fields ignored) instead of running sacct; - for stdin.")
+    @click.option("--tz", "file_tz", metavar="ZONE", help="Zone the --sacct-file times were printed in "
+                  "(IANA name, e.g. Europe/Berlin). Default: this host's zone.")
+    @click.option("--spool", "spools", metavar="DIR", multiple=True, help="Replay sampler summaries from DIR "
+                  "(a node outbox, or a shared spool with one subdirectory per node). Repeatable. Default without "
+                  "--sacct-file: shared_spool_dir and spool_dir/outbox from the config.")
+    @click.option("--strict", is_flag=True, help="Fail on the first malformed sacct line instead of skipping it.")
+    @click.option("--slice-hours", type=click.IntRange(1, 24 * 31), default=24, show_default=True,
+                  help="Ask sacct for at most this many hours at a time.")
+    @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+    @click.pass_context
+    def ingest(ctx, since, until, sacct_file, file_tz, spools, strict, slice_hours, quiet) -> None:
+        """Merge sacct accounting records and spooled sampler summaries into the store.
+
+        Idempotent: ingesting a window again changes nothing that has not changed
+        in Slurm. Run it nightly (cron or a systemd timer) on the head node:
+
+        \b
+          piqc-slurm ingest                       # since the last run (with overlap)
+          piqc-slurm ingest --since 2026-11-01 --until 2026-11-08
+          sacct -a -P -o ALL -S 2026-11-01 > nov.txt; piqc-slurm ingest --sacct-file nov.txt --tz UTC
+        """
+        from pathlib import Path
+
+        from piqc_slurm.ingest import ingest as run_ingest
+        from piqc_slurm.timespec import local_zone
+
+        cfg = load_config(ctx)
+        engine = open_store(ctx, cfg)
+        if spools:
+            dirs = [Path(d) for d in spools]
+        elif sacct_file is None:
+            dirs = [Path(d) for d in (cfg["shared_spool_dir"], str(Path(cfg["spool_dir"]) / "outbox")) if d]
+        else:
+            dirs = []
+        tz = file_tz or getattr(local_zone(), "key", None) or "UTC"
+        say = None if quiet else (lambda m: click.echo(f"piqc-slurm ingest: {m}", err=True))
+        res = run_ingest(engine, cluster=cfg["cluster"] or "default", since=when(since, "since"),
+                         until=when(until, "until"), sacct_file=sacct_file, file_tz=tz,
+                         spool_dirs=[d for d in dirs if d.is_dir()], strict=strict,
+                         slice_seconds=slice_hours * 3600, progress=say)
+        for err in res.errors[:20]:
+            click.echo(f"piqc-slurm ingest: skipped: {err}", err=True)
+        if len(res.errors) > 20:
+            click.echo(f"piqc-slurm ingest: ... and {len(res.errors) - 20} more malformed lines", err=True)
+        for item in res.summaries_newer:
+            click.echo(f"piqc-slurm ingest: left for a newer piqc-slurm: {item}", err=True)
+        for item in res.summaries_bad:
+            click.echo(f"piqc-slurm ingest: bad summary skipped: {item}", err=True)
+        if not quiet:
+            click.echo(f"piqc-slurm ingest: {res.jobs} job record(s), {res.lines_bad} malformed line(s), "
+                       f"{res.summaries_taken} summaries taken in", err=True)
+
+    @cli.command()
+    @click.argument("jobid")
+    @click.option("-M", "--cluster", metavar="NAME", help="Cluster, where the store holds several.")
+    @click.pass_context
+    def seff(ctx: click.Context, jobid: str, cluster: str | None) -> None:
+        """One job's GPU efficiency report: allocation, elapsed, state, per-GPU
+        utilization, memory and energy, cost, and advice (like seff/jobstats).
+
+        JOBID is sacct's JobID (1234, 1234_5) or JobIDRaw. Users see their own
+        jobs; [access] admin_users/admin_groups see all.
+        """
+        import os
+
+        from sqlalchemy.orm import Session
+
+        from piqc_slurm.errors import UsageError
+        from piqc_slurm.report.seff import load_job, render
+
+        cfg = load_config(ctx)
+        engine = open_store(ctx, cfg)
+        with Session(engine) as session:
+            view = load_job(session, jobid, cluster)
+        if view is None or not _may_see(cfg, view.job["user"], os.geteuid()):
+            raise UsageError(f"job {jobid} not found in the store (ingest first, or it is not yours)")
+        click.echo(render(view, cfg["prices"]), nl=False)
+
     @cli.command()
     @click.pass_context
     def doctor(ctx: click.Context) -> None:
@@ -151,6 +245,28 @@ def _build_cli():
         click.echo(config.to_toml(cfg, with_origins=not no_origins), nl=False)
 
     return cli
+
+
+def _may_see(cfg, owner: str, uid: int) -> bool:
+    """PrivateData=jobs: root and [access] admins see every job, others their own."""
+    import grp
+    import pwd
+
+    if uid == 0:
+        return True
+    try:
+        me = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return False
+    if me == owner or me in cfg["access.admin_users"]:
+        return True
+    for group in cfg["access.admin_groups"]:
+        try:
+            if me in grp.getgrnam(group).gr_mem:
+                return True
+        except KeyError:
+            continue
+    return False
 
 
 class _LazyCli:

@@ -105,6 +105,7 @@ class NodeSummary(Base):
     __table_args__ = (
         UniqueConstraint("cluster", "job_id_raw", "restart_count", "node", name="uq_summaries_identity"),
         Index("ix_summaries_job_ref", "job_ref"),
+        Index("ix_summaries_user", "user"),  # row-level security filters on it (sql/postgres-rls.sql)
     )
 
 

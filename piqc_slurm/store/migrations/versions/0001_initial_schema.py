@@ -95,6 +95,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('node_summaries', schema=None) as batch_op:
         batch_op.create_index('ix_summaries_job_ref', ['job_ref'], unique=False)
+        batch_op.create_index('ix_summaries_user', ['user'], unique=False)
 
     op.create_table('gpu_usage',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -147,6 +148,7 @@ def downgrade() -> None:
 
     op.drop_table('gpu_usage')
     with op.batch_alter_table('node_summaries', schema=None) as batch_op:
+        batch_op.drop_index('ix_summaries_user')
         batch_op.drop_index('ix_summaries_job_ref')
 
     op.drop_table('node_summaries')

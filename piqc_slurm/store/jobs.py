@@ -1,0 +1,69 @@
+"""Upserting sacct job records, idempotently and in bulk.
+
+Identity is (cluster, job_id_raw, submit). A record seen again replaces the
+stored values (a RUNNING job that has since ended, a CANCELLED whose "by
+uid" vanished after a slurmctld restart): sacct records change after the
+fact. Rows are written with one INSERT ... ON CONFLICT DO UPDATE per batch,
+so re-ingesting a window leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from piqc_slurm.store.models import Job
+
+KEY = ("cluster", "job_id_raw", "submit")
+COLUMNS = tuple(c.name for c in Job.__table__.columns if c.name != "id")
+UPDATABLE = tuple(c for c in COLUMNS if c not in KEY)
+BATCH = 5000
+
+
+# Values for NOT NULL columns a record leaves empty.
+_DEFAULTS = {c.name: ("" if c.type.python_type is str else 0) for c in Job.__table__.columns
+             if not c.nullable and c.name != "id" and c.name not in KEY}
+
+
+def _row(record: Any) -> dict[str, Any]:
+    get = record.get if isinstance(record, dict) else (lambda k: getattr(record, k, None))
+    row = {}
+    for c in COLUMNS:
+        v = get(c)
+        row[c] = _DEFAULTS[c] if v is None and c in _DEFAULTS else v
+    return row
+
+
+def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for r in rows:
+        batch.append(r)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _insert(dialect: str):
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(Job.__table__)
+    return stmt.on_conflict_do_update(index_elements=list(KEY),
+                                      set_={c: getattr(stmt.excluded, c) for c in UPDATABLE})
+
+
+def upsert_jobs(conn: Connection, records: Iterable[Any], batch: int = BATCH) -> int:
+    """Insert or update job records (dataclasses or dicts with the jobs columns)."""
+    stmt = _insert(conn.dialect.name)
+    n = 0
+    for chunk in _batches((_row(r) for r in records), batch):
+        # One statement may not touch the same key twice: the last record of a key wins.
+        seen = {tuple(r[k] for k in KEY): r for r in chunk}
+        conn.execute(stmt, list(seen.values()))
+        n += len(seen)
+    return n
