@@ -80,6 +80,20 @@ def _set_watermark(engine: Engine, cluster: str, until: int) -> None:
             row.until = until
 
 
+def times_are_epoch(text: str) -> bool:
+    """Was this sacct output printed with SLURM_TIME_FORMAT=%s? (Its Submit is all digits.)"""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if len(lines) < 2:
+        return False
+    delim = "\x1f" if "\x1f" in lines[0] else "|"
+    names = [n.strip().lower() for n in lines[0].split(delim)]
+    if "submit" not in names:
+        return False
+    values = lines[1].split(delim)
+    i = names.index("submit")
+    return i < len(values) and values[i].isdigit()
+
+
 def _store_records(engine: Engine, text: str, source: str, *, epoch: bool, tz, strict: bool, cluster: str,
                    res: IngestResult) -> None:
     from piqc_slurm.slurm.records import parse_sacct
@@ -109,8 +123,10 @@ def ingest(engine: Engine, *, cluster: str, since: int | None = None, until: int
             text = Path(sacct_file).read_text(errors="surrogateescape") if sacct_file != "-" else sys.stdin.read()
         except OSError as exc:
             raise SacctError(f"{sacct_file}: {exc.strerror}") from None
-        _store_records(engine, text, sacct_file, epoch=False, tz=file_tz, strict=strict, cluster=cluster, res=res)
-        say(f"{sacct_file}: {res.jobs} job record(s) (times read in zone {file_tz or 'UTC'})")
+        epoch = times_are_epoch(text)
+        _store_records(engine, text, sacct_file, epoch=epoch, tz=file_tz, strict=strict, cluster=cluster, res=res)
+        zone = "epoch seconds" if epoch else f"times read in zone {file_tz or 'UTC'}"
+        say(f"{sacct_file}: {res.jobs} job record(s) ({zone})")
     else:
         now = int(time.time())
         end = until if until is not None else now

@@ -19,7 +19,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "cluster" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("slurm"):
+        needs_services = "cluster" in getattr(item, "fixturenames", ())
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("store_url") == "postgresql":
+            needs_services = True  # a real PostgreSQL server, started as root
+        if needs_services and not item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.slurm)
 
 
@@ -44,3 +48,21 @@ def pytest_runtest_makereport(item, call):
             and item.get_closest_marker("slurm")):
         report.outcome = "failed"
         report.longrepr = f"real-Slurm test skipped but PIQC_REQUIRE_SLURM=1: {report.longrepr}"
+
+
+pytest_plugins = ("pg",)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh, empty store on each backend: SQLite in tmp_path, and a new
+    database on the real local PostgreSQL (docker-slurm/postgres.sh; root)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    if os.geteuid() != 0:
+        pytest.skip("PostgreSQL store tests need root (postgres.sh starts the server)")
+    from pg import fresh_database
+
+    with fresh_database("piqc_store") as url:
+        yield url

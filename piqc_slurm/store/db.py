@@ -30,7 +30,10 @@ def open_engine(url: str, connect_timeout: float | None = None, migrate_schema: 
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store's directory {Path(path).parent}: {exc.strerror}") from None
         connect_args["timeout"] = connect_timeout or 30
     elif url.startswith("postgresql") and connect_timeout:
         connect_args["connect_timeout"] = max(int(connect_timeout), 1)
