@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from piqc_slurm.errors import StoreError
@@ -31,13 +31,14 @@ def engine(store_url):
 
 
 def dump(engine) -> dict[str, list[tuple]]:
+    from piqc_slurm.store.models import Base
+
     out = {}
-    q = '"'
     with engine.connect() as c:
         for t in TABLES:
-            cols = [col for col in c.execute(text(f"SELECT * FROM {t}")).keys() if col != "at"]
-            rows = c.execute(text(f"SELECT {', '.join(f'{q}{col}{q}' for col in cols)} FROM {t}")).all()
-            out[t] = sorted(tuple(str(v) for v in r) for r in rows)
+            table = Base.metadata.tables[t]
+            cols = [col for col in table.columns if col.name != "at"]
+            out[t] = sorted(tuple(str(v) for v in r) for r in c.execute(select(*cols)).all())
     return out
 
 
