@@ -37,11 +37,19 @@ class ParseError(PiqcError, ValueError):
 
     def __init__(self, message: str, *, source: str = "", line: int | None = None,
                  field: str | None = None, value: object = None):
+        self.message = message
         self.source, self.line, self.field, self.value = source, line, field, value
         where = ":".join(str(p) for p in (source, line) if p not in ("", None))
         prefix = f"{where}: " if where else ""
         fld = f"field {field}: " if field else ""
         super().__init__(f"{prefix}{fld}{message}")
+
+    def shifted(self, lines: int) -> "ParseError":
+        """The same error with its line number moved by `lines` (a piece of a bigger input)."""
+        if not lines or self.line is None:
+            return self
+        return type(self)(self.message, source=self.source, line=self.line + lines, field=self.field,
+                          value=self.value)
 
 
 class SpoolFormatError(PiqcError):

@@ -14,10 +14,11 @@ again and updated.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,19 +95,83 @@ def times_are_epoch(text: str) -> bool:
     return i < len(values) and values[i].isdigit()
 
 
-def _store_records(engine: Engine, text: str, source: str, *, epoch: bool, tz, strict: bool, cluster: str,
-                   res: IngestResult) -> None:
+CHUNK_LINES = 50_000
+_ALLOC_LINE = re.compile(r"^\d+(?:_\d+|_\[[^\]]*\]|\+\d+)?[\x1f|]")
+
+
+def chunks(text: str, size: int = CHUNK_LINES) -> Iterator[tuple[str, int]]:
+    """Cut big sacct output into pieces of about `size` lines, each headed by
+    the header line, cutting only before an allocation line (so a job's steps
+    stay with it). Yields (text, how many lines to add to a line number in it)."""
+    lines = text.splitlines(keepends=True)
+    if len(lines) <= size:
+        yield text, 0
+        return
+    h = 0
+    while h < len(lines) and (lines[h].startswith("#") or not lines[h].strip()):
+        h += 1
+    header = lines[h] if h < len(lines) else ""
+    start = h + 1
+    while start < len(lines):
+        end = min(start + size, len(lines))
+        while end < len(lines) and not _ALLOC_LINE.match(lines[end]):
+            end += 1
+        yield header + "".join(lines[start:end]), start - 1
+        start = end
+
+
+def _parse_piece(piece: str, offset: int, source: str, epoch: bool, tz, strict: bool, cluster: str
+                 ) -> tuple[list[dict], list[str]]:
+    """Parse one piece (in a worker process for big inputs): store rows and error lines."""
     from piqc_slurm.slurm.records import parse_sacct
+
+    try:
+        parsed = parse_sacct(piece, source=source, epoch_times=epoch, tz=tz, strict=strict, cluster=cluster)
+    except ParseError as exc:
+        raise exc.shifted(offset) from None
+    return [r.to_row() for r in parsed.records], [str(e.shifted(offset)) for e in parsed.errors]
+
+
+def _parsed_pieces(text: str, source: str, epoch: bool, tz, strict: bool, cluster: str
+                   ) -> Iterator[tuple[list[dict], list[str], int]]:
+    """(rows, errors, lines) per piece, in input order. Big inputs are parsed by
+    a pool of worker processes while this one writes to the store."""
+    pieces = list(chunks(text))
+    workers = min(len(pieces), os.cpu_count() or 1, 4)
+    if workers <= 1:
+        for piece, offset in pieces:
+            rows, errors = _parse_piece(piece, offset, source, epoch, tz, strict, cluster)
+            yield rows, errors, piece.count("\n") - 1
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_parse_piece, piece, offset, source, epoch, tz, strict, cluster)
+                   for piece, offset in pieces]
+        sizes = [piece.count("\n") - 1 for piece, _ in pieces]
+        del pieces
+        for fut, size in zip(futures, sizes, strict=True):
+            rows, errors = fut.result()
+            yield rows, errors, size
+
+
+def _store_records(engine: Engine, text: str, source: str, *, epoch: bool, tz, strict: bool, cluster: str,
+                   res: IngestResult, progress: Callable[[str], None] | None = None) -> None:
     from piqc_slurm.store.jobs import upsert_jobs
 
-    parsed = parse_sacct(text, source=source, epoch_times=epoch, tz=tz, strict=strict, cluster=cluster)
-    res.lines_bad += len(parsed.errors)
-    res.errors.extend(str(e) for e in parsed.errors)
-    try:
-        with engine.begin() as conn:
-            res.jobs += upsert_jobs(conn, parsed.records)
-    except SQLAlchemyError as exc:
-        raise StoreError(f"writing jobs failed: {str(getattr(exc, 'orig', exc)).splitlines()[0]}") from None
+    total = text.count("\n")
+    done = 0
+    for rows, errors, lines in _parsed_pieces(text, source, epoch, tz, strict, cluster):
+        res.errors.extend(errors)
+        res.lines_bad += len(errors)
+        try:
+            with engine.begin() as conn:
+                res.jobs += upsert_jobs(conn, rows)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"writing jobs failed: {str(getattr(exc, 'orig', exc)).splitlines()[0]}") from None
+        done += lines
+        if progress and total > CHUNK_LINES:
+            progress(f"{source}: {done:,} of {total:,} lines, {res.jobs:,} jobs")
 
 
 def ingest(engine: Engine, *, cluster: str, since: int | None = None, until: int | None = None,
@@ -124,7 +189,8 @@ def ingest(engine: Engine, *, cluster: str, since: int | None = None, until: int
         except OSError as exc:
             raise SacctError(f"{sacct_file}: {exc.strerror}") from None
         epoch = times_are_epoch(text)
-        _store_records(engine, text, sacct_file, epoch=epoch, tz=file_tz, strict=strict, cluster=cluster, res=res)
+        _store_records(engine, text, sacct_file, epoch=epoch, tz=file_tz, strict=strict, cluster=cluster, res=res,
+                       progress=say)
         zone = "epoch seconds" if epoch else f"times read in zone {file_tz or 'UTC'}"
         say(f"{sacct_file}: {res.jobs} job record(s) ({zone})")
     else:
