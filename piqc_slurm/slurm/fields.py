@@ -1,0 +1,32 @@
+"""The sacct fields piqc-slurm asks for, and which fields hold free text.
+
+INGEST_FIELDS is the exact `--format` list of `piqc-slurm ingest` (and of the
+recorded `*.ingest.txt` fixtures, tests/fixtures/sacct/capture.py). Free-text
+fields come last so that a delimiter inside one of them can only push the
+fields after it, never the structured ones before (see records.py for the
+recovery rule)."""
+
+from __future__ import annotations
+
+INGEST_FIELDS: tuple[str, ...] = (
+    "JobID", "JobIDRaw", "Cluster", "User", "UID", "Account", "Partition", "QOS", "State", "ExitCode",
+    "DerivedExitCode", "Submit", "Eligible", "Start", "End", "Elapsed", "ElapsedRaw", "Timelimit",
+    "AllocCPUS", "AllocNodes", "AllocTRES", "ReqTRES", "NodeList", "Reservation", "WorkDir",
+    "JobName", "Comment",
+)
+
+# ASCII unit separator: sacct prints it verbatim and nobody types it into a job name.
+DELIMITER = "\x1f"
+
+# Fields whose value is text a person chose (job name, paths, comments): any
+# character may appear in them, the delimiter and newlines included. Lower case,
+# as records.py matches header names case-insensitively.
+FREE_TEXT_FIELDS: frozenset[str] = frozenset({
+    "jobname", "comment", "admincomment", "systemcomment", "workdir", "submitline",
+    "constraints",  # `--constraint` uses | for OR
+    "container", "extra", "mcslabel", "stdout", "stderr", "stdin",
+})
+
+# Without these a line cannot become a store row (identity is cluster, JobIDRaw, Submit;
+# JobIDRaw can be derived from JobID except for array tasks and het components).
+REQUIRED_FIELDS: tuple[str, ...] = ("JobID", "Submit")
