@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,6 +33,7 @@ JOB_STATES: frozenset[str] = frozenset({
 _STATE_RE = re.compile(r"([A-Z][A-Z_]{0,31})(?: by ([0-9]{1,10}))?", re.ASCII)
 
 
+@lru_cache(maxsize=8192)
 def parse_state(s: str) -> tuple[str, int | None]:
     """'CANCELLED by 123' -> ('CANCELLED', 123); 'TIMEOUT' -> ('TIMEOUT', None).
 
@@ -50,6 +52,7 @@ def parse_state(s: str) -> tuple[str, int | None]:
 _EXIT_RE = re.compile(r"([0-9]{1,3}):([0-9]{1,3})", re.ASCII)
 
 
+@lru_cache(maxsize=8192)
 def parse_exit_code(s: str) -> tuple[int, int]:
     """'3:0' -> (3, 0): the return code and the signal that ended the job."""
     m = _EXIT_RE.fullmatch(s)
@@ -128,6 +131,7 @@ _ELAPSED_RE = re.compile(
     r"(?:([0-9]{1,6})-([0-9]{1,2}):|([0-9]{1,7}):)?([0-9]{1,2}):([0-9]{1,2})(?:\.([0-9]{1,6}))?", re.ASCII)
 
 
+@lru_cache(maxsize=8192)
 def parse_elapsed(s: str) -> int | None:
     """'1-02:03:04' -> 93784 seconds; '02:03:04', '03:04', '00:04.123' (fraction
     dropped); UNLIMITED, Partition_Limit, INVALID and empty -> None."""
@@ -159,6 +163,7 @@ _MEM_FACTOR = {"K": Decimal(1) / 1024, "": Decimal(1), "M": Decimal(1), "G": Dec
                "T": Decimal(1024**2), "P": Decimal(1024**3)}
 
 
+@lru_cache(maxsize=8192)
 def mem_mib(value: str) -> int:
     """A sacct memory size as whole MiB: '100M' -> 100, '1.50G' -> 1536,
     '62.50G' -> 64000, '512K' -> 1 (rounded half up). Slurm's units are
@@ -238,6 +243,7 @@ _JOBID_RE = re.compile(
 _U32 = 0xFFFFFFFF
 
 
+@lru_cache(maxsize=8192)
 def parse_jobid(s: str) -> JobIdParts:
     """'1234', '1234_5', '1234_[1-3%2]', '1234+0', '1234.batch', '1234_5.0' ... -> parts."""
     m = _JOBID_RE.fullmatch(s)
@@ -269,13 +275,18 @@ NODELIST_NONE = frozenset({"", "None assigned", "(null)"})
 
 def expand_nodelist(s: str) -> list[str]:
     """'gpu[01-03],vm' -> ['gpu01', 'gpu02', 'gpu03', 'vm'] (python-hostlist);
-    'None assigned' (never started) -> []."""
+    'None assigned' (never started) -> []. Cached: node lists repeat a lot."""
+    return list(_expand_nodelist(s))
+
+
+@lru_cache(maxsize=8192)
+def _expand_nodelist(s: str) -> tuple[str, ...]:
     if s in NODELIST_NONE:
-        return []
+        return ()
     if any(c.isspace() for c in s):
         raise ParseError(f"bad node list {s!r}", value=s)
     try:
-        return hostlist.expand_hostlist(s)
+        return tuple(hostlist.expand_hostlist(s))
     except hostlist.BadHostlist as e:
         raise ParseError(f"bad node list {s!r}: {e}", value=s) from e
     except (ValueError, IndexError, TypeError, RecursionError, MemoryError) as e:

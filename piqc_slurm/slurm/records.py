@@ -51,8 +51,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import tzinfo
+from functools import lru_cache
 
 from piqc_slurm.errors import ParseError
 from piqc_slurm.slurm.fields import FREE_TEXT_FIELDS
@@ -172,8 +173,7 @@ class JobRecord:
 
     def to_row(self) -> dict[str, object]:
         """The store's `jobs` columns (JOB_COLUMNS) as a dict."""
-        d = asdict(self)
-        return {k: d[k] for k in JOB_COLUMNS}
+        return {k: getattr(self, k) for k in JOB_COLUMNS}  # not asdict(): it deep-copies the steps
 
 
 @dataclass(slots=True)
@@ -285,6 +285,17 @@ class _Row:
                           field=self.display.get(name, name) if name else None, value=value)
 
 
+@lru_cache(maxsize=8192)
+def _tres_facts(s: str) -> tuple[int, str | None, int | None, int]:
+    """(GPUs, GPU type, memory MiB, nodes) of an AllocTRES string; cached, as
+    most jobs of a site share a handful of shapes."""
+    tres = parse_tres(s) if s else {}
+    gpus, gpu_type = gpus_from_tres(tres)
+    mem = mem_mib(tres["mem"]) if "mem" in tres else None
+    return gpus, gpu_type, mem, tres_count(tres, "node")
+
+
+@lru_cache(maxsize=8192)
 def _norm_exit(v: str) -> str:
     rc, sig = parse_exit_code(v)
     return f"{rc}:{sig}"
@@ -355,11 +366,8 @@ class _Builder:
         submit = row.conv("submit", self.time)
         if submit is None:
             raise row.error("submit", row.raw("submit"), f"job {job_id!r} has no Submit time")
-        tres = row.conv("alloctres", parse_tres, {})
         try:
-            gpus, gpu_type = gpus_from_tres(tres)
-            mem = mem_mib(tres["mem"]) if "mem" in tres else None
-            tres_nodes = tres_count(tres, "node")
+            gpus, gpu_type, mem, tres_nodes = _tres_facts(row.text("alloctres"))
         except ParseError as e:
             raise row.error("alloctres", row.raw("alloctres"), str(e)) from e
         nodes = row.conv("nodelist", expand_nodelist, [])
