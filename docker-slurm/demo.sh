@@ -6,6 +6,8 @@
 #      holds 4 GPUs and uses 2, an under-batched inference job, a small job on
 #      a big GPU, a job that fails after burning GPU time, a CPU-only job
 #   4. show the GPUs' live utilization through NVML, then sacct's records
+#   5. ingest sacct + the sampler summaries into the store, and show what
+#      piqc-slurm says of the jobs: sacct-style GPU fields and seff reports
 # Settings: DEMO_SECONDS (length of each GPU job, default 40).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,4 +59,16 @@ for j in "${jobs[@]}"; do
 done
 echo "== sacct"
 sacct -X -j "$(IFS=,; echo "${jobs[*]}")" --format=JobID,JobName%18,User,State,ExitCode,Elapsed,AllocTRES%60
+PIQC="$REPO/.venv/bin/piqc-slurm"
+echo "== piqc-slurm ingest (sacct records + the sampler summaries the Epilogs delivered)"
+"$PIQC" ingest --since now-2hours
+if "$PIQC" sacct --help >/dev/null 2>&1; then
+    echo "== piqc-slurm sacct: the same jobs with their GPU use and cost"
+    "$PIQC" sacct -X -j "$(IFS=,; echo "${jobs[*]}")" \
+        -o JobID,JobName%18,State,Elapsed,AllocGPUs,GPUsUsed,GPUUtilAvg,GPUMemPeak,CostUSD,WasteUSD
+fi
+echo "== piqc-slurm seff ${jobs[0]} (the 4-GPU training job)"
+"$PIQC" seff "${jobs[0]}"
+echo "== the report the Epilog appended to that job's own output file"
+tail -n 9 "$HOME_DIR/demo-${jobs[0]}.out"
 echo "== done: the cluster stays up (docker-slurm/cluster.sh down to stop it)"

@@ -222,7 +222,8 @@ def ingest(engine: Engine, *, cluster: str, since: int | None = None, until: int
                 from None
         res.summaries_taken, res.summaries_unchanged, res.summaries_linked = r.taken, r.unchanged, r.linked
         res.summaries_newer, res.summaries_bad = r.newer, r.bad
-        say(f"spool: {r.taken} summaries taken in, {r.unchanged} unchanged, {r.linked} joined to their jobs")
+        say(f"spool: {r.taken} summaries taken in, {r.unchanged} unchanged, {r.linked} earlier ones joined to "
+            "jobs that arrived now")
     return res
 
 
