@@ -64,7 +64,8 @@ def replay(engine: Engine, roots: list[Path]) -> ReplayResult:
             except (ValueError, SpoolFormatError) as exc:
                 res.bad.append(f"{path}: {exc}")
                 continue
-            timeline = read_timeline(path.with_name(path.name.replace(".summary.json", ".timeline.jsonl")))
+            timeline = read_timeline(path.with_name(path.name.replace(".summary.json", ".timeline.jsonl")),
+                                     doc.get("timeline_bins"))
             with Session(engine) as session, session.begin():
                 upsert_summary(session, doc, timeline)
                 row = session.get(SpoolReplay, name)

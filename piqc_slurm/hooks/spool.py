@@ -22,8 +22,6 @@ import os
 import stat
 from pathlib import Path
 
-SUMMARY_FORMAT = "piqc-summary/1"
-
 
 class SpoolError(OSError):
     pass
@@ -74,20 +72,9 @@ class Spool:
 
 def write_json_atomic(path: Path, doc: dict, mode: int = 0o600) -> None:
     """Write, fsync, rename: a reader sees the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, separators=(",", ":"), sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from piqc_slurm.sampler.checkpoint import write_atomic
+
+    write_atomic(path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode(), mode)
 
 
 def read_json(path: Path) -> dict:

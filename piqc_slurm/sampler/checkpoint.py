@@ -46,7 +46,7 @@ def write_atomic(path: str | Path, data: bytes, mode: int = 0o600) -> None:
     """Replace `path` with `data` so that no reader ever sees a partial file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         view = memoryview(data)
         while view:
@@ -80,7 +80,7 @@ def append_lines(path: str | Path, rows: Iterable[dict[str, Any]], mode: int = 0
     if not lines:
         return 0
     data = "".join(lines).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, mode)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, mode)
     try:
         view = memoryview(data)
         while view:

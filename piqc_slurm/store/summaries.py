@@ -18,9 +18,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from piqc_slurm.errors import SpoolFormatError, StoreError
+from piqc_slurm.hooks.summary import SUMMARY_FORMAT  # noqa: E402 - one definition of the format
 from piqc_slurm.store.models import GpuUsage, Job, NodeSummary, TimelineBin
 
-SUMMARY_FORMAT = "piqc-summary/1"
 GPU_FIELDS = ("uuid", "name", "gpu_type", "mem_total_mib", "did_work", "samples", "seconds", "util_mean",
               "util_p50", "util_p95", "util_max", "active_seconds", "mem_util_mean", "mem_used_max_mib",
               "mem_used_mean_mib", "power_mean_w", "energy_j", "process_seconds", "job_process_seconds")
@@ -99,18 +99,12 @@ def link_summaries(session: Session) -> int:
     return n
 
 
-def read_timeline(path: Path) -> list[dict]:
-    rows = []
-    if path.is_file():
-        with open(path) as fh:
-            for line in fh:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    break  # a torn last line after a crash: keep what came before
-                if isinstance(row, dict) and "t" in row and "gpu" in row:
-                    rows.append(row)
-    return rows
+def read_timeline(path: Path, bins: int | None = None) -> list[dict]:
+    """A delivered timeline's bins (at most `bins`, the summary's count; a line
+    torn by a crash ends it)."""
+    from piqc_slurm.sampler.checkpoint import read_timeline as read_bins
+
+    return [b for b in read_bins(path, bins) if "t" in b and "gpu" in b]
 
 
 def push_summary(db_url: str, summary_path: Path, timeline_path: Path, connect_timeout: float = 3.0) -> None:
@@ -121,7 +115,7 @@ def push_summary(db_url: str, summary_path: Path, timeline_path: Path, connect_t
     engine = open_engine(db_url, connect_timeout=connect_timeout)
     try:
         with Session(engine) as session, session.begin():
-            upsert_summary(session, doc, read_timeline(Path(timeline_path)))
+            upsert_summary(session, doc, read_timeline(Path(timeline_path), doc.get("timeline_bins")))
     except SQLAlchemyError as exc:
         raise StoreError(f"push failed: {str(getattr(exc, 'orig', exc)).splitlines()[0]}") from None
     finally:

@@ -1,0 +1,92 @@
+"""`-j/--jobs` values, as sacct 22.05.8 reads them (slurm_parse_step_str).
+
+  1234        job 1234: the job whose raw id is 1234, every task of array
+              1234, every component of het job 1234 (slurmdbd matches
+              id_job, id_array_job and het_job_id)
+  1234_5      task 5 of array 1234
+  1234+1      component 1 of het job 1234
+  1234.batch  a step: the store holds allocations only, and sacct -X shows
+              the job's allocation line for a step id, so the step part is
+              dropped
+  1234_[1-3,7] (extension: sacct 22.05 refuses it, "Bad job array element
+              specified") tasks 1, 2, 3 and 7 of array 1234
+An item must start with a digit."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from piqc_slurm.errors import UsageError
+
+_ITEM = re.compile(r"([0-9]+)(?:_([0-9]+|\[[0-9,\-]+\])|\+([0-9]+))?", re.ASCII)
+_U32 = 0xFFFFFFFF
+
+
+class JobSel(NamedTuple):
+    job: int
+    task: int | None = None   # array task id
+    het: int | None = None    # het job offset
+
+
+def _split(text: str) -> list[str]:
+    """Comma-split, keeping commas inside [...] (the array-range extension)."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(depth - 1, 0)
+        if ch == "," and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return [s for s in out if s]
+
+
+def _range(spec: str, item: str) -> list[int]:
+    tasks: list[int] = []
+    for part in spec.strip("[]").split(","):
+        lo, dash, hi = part.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise UsageError(f"Bad job array element specified: {item}")
+        a, b = int(lo), int(hi) if dash else int(lo)
+        if b < a or b - a > 1_000_000:
+            raise UsageError(f"Bad job array element specified: {item}")
+        tasks.extend(range(a, b + 1))
+    return tasks
+
+
+def parse_jobs(values: list[str] | tuple[str, ...]) -> list[JobSel]:
+    """-j values (comma lists, repeatable) -> selections, in order, without duplicates."""
+    out: list[JobSel] = []
+    for value in values:
+        for item in _split(value):
+            if not item[:1].isdigit() or not item.isascii():
+                raise UsageError(f"Bad job/step specified: {item}")
+            head = item.split(".", 1)[0]   # a step id selects its job's allocation line (as sacct -X)
+            m = _ITEM.fullmatch(head)
+            if not m:
+                if "_" in head:
+                    raise UsageError(f"Bad job array element specified: {item}")
+                if "+" in head:
+                    raise UsageError(f"Bad hetjob offset specified: {item}")
+                raise UsageError(f"Bad job/step specified: {item}")
+            job = int(m.group(1))
+            if job > _U32:
+                raise UsageError(f"job id out of range: {item}")
+            sels: list[JobSel]
+            if m.group(2) is not None and m.group(2).startswith("["):
+                sels = [JobSel(job, task=t) for t in _range(m.group(2), item)]
+            elif m.group(2) is not None:
+                sels = [JobSel(job, task=int(m.group(2)))]
+            elif m.group(3) is not None:
+                sels = [JobSel(job, het=int(m.group(3)))]
+            else:
+                sels = [JobSel(job)]
+            for s in sels:
+                if s not in out:
+                    out.append(s)
+    return out
