@@ -182,6 +182,10 @@ def _build_cli():
             click.echo(f"piqc-slurm ingest: {res.jobs} job record(s), {res.lines_bad} malformed line(s), "
                        f"{res.summaries_taken} summaries taken in", err=True)
 
+    from piqc_slurm.query.command import add_sacct_command
+
+    add_sacct_command(cli, load_config, store_url)
+
     @cli.command()
     @click.argument("jobid")
     @click.option("-M", "--cluster", metavar="NAME", help="Cluster, where the store holds several.")
@@ -193,18 +197,20 @@ def _build_cli():
         JOBID is sacct's JobID (1234, 1234_5) or JobIDRaw. Users see their own
         jobs; [access] admin_users/admin_groups see all.
         """
-        import os
-
         from sqlalchemy.orm import Session
 
         from piqc_slurm.errors import UsageError
+        from piqc_slurm.query.access import Caller, is_admin
         from piqc_slurm.report.seff import load_job, render
 
         cfg = load_config(ctx)
         engine = open_store(ctx, cfg)
         with Session(engine) as session:
             view = load_job(session, jobid, cluster)
-        if view is None or not _may_see(cfg, view.job["user"], os.geteuid()):
+        me = Caller.current()
+        allowed = view is not None and (view.job["user"] == me.name
+                                        or is_admin(me, cfg["access.admin_users"], cfg["access.admin_groups"]))
+        if not allowed:
             raise UsageError(f"job {jobid} not found in the store (ingest first, or it is not yours)")
         click.echo(render(view, cfg["prices"]), nl=False)
 
@@ -245,28 +251,6 @@ def _build_cli():
         click.echo(config.to_toml(cfg, with_origins=not no_origins), nl=False)
 
     return cli
-
-
-def _may_see(cfg, owner: str, uid: int) -> bool:
-    """PrivateData=jobs: root and [access] admins see every job, others their own."""
-    import grp
-    import pwd
-
-    if uid == 0:
-        return True
-    try:
-        me = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return False
-    if me == owner or me in cfg["access.admin_users"]:
-        return True
-    for group in cfg["access.admin_groups"]:
-        try:
-            if me in grp.getgrnam(group).gr_mem:
-                return True
-        except KeyError:
-            continue
-    return False
 
 
 class _LazyCli:

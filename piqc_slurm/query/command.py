@@ -59,7 +59,7 @@ def add_sacct_command(group: click.Group, load_config: Callable[[click.Context],
     @click.option("-E", "--endtime", metavar="TIME", help="Window end. Default now (with -s: -S).")
     @click.option("-o", "--format", "--fields", "formats", multiple=True, metavar="FIELD[%N],...",
                   help="Fields, e.g. JobID,JobName%30,State%-20,GPUUtilAvg (-e lists them). "
-                       "Default: JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode.")
+                       "Default as sacct: JobID, JobName, Partition, Account, AllocCPUS, State, ExitCode.")
     @click.option("-p", "--parsable", "mode", flag_value="p", help="'|'-delimited, with a trailing '|'.")
     @click.option("-P", "--parsable2", "mode", flag_value="P", help="'|'-delimited, no trailing '|'.")
     @click.option("--delimiter", metavar="CHARS", help="Delimiter for -p/-P instead of '|'.")

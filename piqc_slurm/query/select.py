@@ -25,9 +25,10 @@ Without -D, REVOKED jobs are hidden, and of several records with the same
 cluster and JobIDRaw (requeues, id reuse) only the newest one that matches
 is listed (a RESIZING one is always listed).
 
-Order. Submit, then array job id (0 for non-array jobs), array task id,
-JobIDRaw: sacct sorts so (array tasks come after the plain jobs submitted
-with them, the last-numbered task last).
+Order. Submit, then array job id (0 for non-array jobs), array task id
+(NO_VAL for none), JobIDRaw, as sacct sorts its list: array tasks come after
+the plain jobs submitted with them, in task order, though the last task
+keeps the array's (lowest) raw id.
 
 Indexes. `-u USER` (or a non-admin caller) with a window uses ix_jobs_user_end;
 a window alone ix_jobs_end; the duplicate check uq_jobs_identity. `-j` scans

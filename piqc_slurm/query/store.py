@@ -49,6 +49,9 @@ class Reader:
         self._sqlite = None
         self._conn = None
         self._engine = None
+        self._path = ""
+        self._flag: str | None = None
+        self._readonly = False
         if url.startswith("sqlite:///") and "?" not in url and url != "sqlite:///:memory:":
             self._open_sqlite(url[len("sqlite:///"):])
         else:
@@ -56,19 +59,37 @@ class Reader:
 
     # --- opening -------------------------------------------------------------------
     def _open_sqlite(self, path: str) -> None:
+        """Plain when we may write there; else read-only (URI mode=ro), which needs the WAL index
+        files a running writer keeps: without them (no writer), immutable=1 reads the file as is."""
         import sqlite3
 
         if not path:
             raise StoreError(f"bad store URL {self.url!r}: no file")
         if not os.path.exists(path):
             raise StoreError(f"no store at {path}: {_SCHEMA_HINT}")
+        self._sqlite = sqlite3
+        self._path = path
+        parent = os.path.dirname(os.path.abspath(path))
+        self._readonly = not (os.access(path, os.W_OK) and os.access(parent, os.W_OK))
+        self._connect_sqlite("mode=ro" if self._readonly else None)
+
+    def _connect_sqlite(self, flag: str | None) -> None:
+        from urllib.parse import quote
+
+        sqlite3 = self._sqlite
         try:
-            conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            if flag is None:
+                conn = sqlite3.connect(self._path, timeout=30, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(f"file:{quote(os.path.abspath(self._path))}?{flag}", uri=True, timeout=30,
+                                       check_same_thread=False)
             conn.execute("PRAGMA query_only = 1")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store {path}: {_first_line(exc)}") from None
-        self._sqlite = sqlite3
+            raise StoreError(f"cannot open the store {self._path}: {_first_line(exc)}") from None
+        if self._conn is not None:
+            self._conn.close()
         self._conn = conn
+        self._flag = flag
 
     def _open_sqlalchemy(self, url: str) -> None:
         from piqc_slurm.store.db import open_engine
@@ -88,7 +109,14 @@ class Reader:
         """Run sql; yield its rows in lists of at most `size` (streamed, not all in memory)."""
         if self._sqlite is not None:
             try:
-                cur = self._conn.execute(sql, dict(params))  # type: ignore[union-attr]
+                try:
+                    cur = self._conn.execute(sql, dict(params))  # type: ignore[union-attr]
+                except self._sqlite.OperationalError:
+                    # read-only and no writer about (no -wal file): the WAL index cannot be made; read as is
+                    if self._flag != "mode=ro" or os.path.exists(self._path + "-wal"):
+                        raise
+                    self._connect_sqlite("immutable=1")
+                    cur = self._conn.execute(sql, dict(params))  # type: ignore[union-attr]
             except self._sqlite.OperationalError as exc:
                 msg = str(exc)
                 if "no such table" in msg or "no such column" in msg:
