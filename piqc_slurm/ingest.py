@@ -92,7 +92,7 @@ def times_are_epoch(text: str) -> bool:
         return False
     values = lines[1].split(delim)
     i = names.index("submit")
-    return i < len(values) and values[i].isdigit()
+    return i < len(values) and values[i].isascii() and values[i].isdigit()
 
 
 CHUNK_LINES = 50_000

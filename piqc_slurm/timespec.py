@@ -59,7 +59,7 @@ def _year(yy: str | None, today: date) -> int:
 
 
 def _parse(s: str, now: datetime, tz: tzinfo) -> int:
-    if s.startswith("uts") and s[3:].isdigit():
+    if s.startswith("uts") and (s[3:].isascii() and s[3:].isdigit()):
         return int(s[3:])
     m = _REL.match(s)
     if m:

@@ -61,7 +61,7 @@ def _int(env: dict[str, str], name: str, required: bool = False) -> int | None:
         if required:
             raise ContextError(f"{name} is not set")
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # '²'.isdigit() is True, int('²') is not
         raise ContextError(f"{name} is not a non-negative integer: {raw[:40]!r}")
     return int(raw)
 
@@ -80,7 +80,7 @@ def parse_gpus(raw: str | None) -> tuple[int, ...]:
     out = []
     for part in raw.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) > 4095:
+        if not (part.isascii() and part.isdigit()) or int(part) > 4095:
             raise ContextError(f"SLURM_JOB_GPUS has a bad entry: {part[:20]!r}")
         out.append(int(part))
     return tuple(out)

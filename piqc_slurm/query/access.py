@@ -55,7 +55,7 @@ def resolve_users(values: Iterable[str]) -> tuple[list[str], list[int]]:
     names: list[str] = []
     uids: list[int] = []
     for v in values:
-        if v.isdigit():
+        if v.isascii() and v.isdigit():
             try:
                 name = pwd.getpwuid(int(v)).pw_name
             except (KeyError, OverflowError):

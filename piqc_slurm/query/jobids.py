@@ -50,7 +50,7 @@ def _range(spec: str, item: str) -> list[int]:
     tasks: list[int] = []
     for part in spec.strip("[]").split(","):
         lo, dash, hi = part.partition("-")
-        if not lo.isdigit() or (dash and not hi.isdigit()):
+        if not (lo.isascii() and lo.isdigit()) or (dash and not (hi.isascii() and hi.isdigit())):
             raise UsageError(f"Bad job array element specified: {item}")
         a, b = int(lo), int(hi) if dash else int(lo)
         if b < a or b - a > 1_000_000:

@@ -30,7 +30,7 @@ def load_job(session: Session, job_id: str, cluster: str | None = None) -> JobVi
     """The newest allocation whose JobID (1234, 1234_5) or JobIDRaw matches."""
     q = select(Job)
     conds = [Job.job_id == job_id]
-    if job_id.isdigit():
+    if job_id.isascii() and job_id.isdigit():
         conds.append(Job.job_id_raw == int(job_id))
     q = q.where(or_(*conds))
     if cluster:

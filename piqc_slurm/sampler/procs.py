@@ -52,7 +52,7 @@ def job_of_environ(data: bytes) -> int | None:
     for var in data.split(b"\0"):
         if var.startswith(_ENV_JOB):
             value = var[len(_ENV_JOB):]
-            return int(value) if value.isdigit() else None
+            return int(value) if value.isascii() and value.isdigit() else None
     return None
 
 
@@ -95,7 +95,7 @@ def stepd_pids(job_id: int, proc_root: str = "/proc") -> list[int]:
     except OSError:
         return []
     for name in entries:
-        if not name.isdigit():
+        if not (name.isascii() and name.isdigit()):
             continue
         cmdline = _read(os.path.join(proc_root, name, "cmdline"))
         if cmdline and is_stepd_of(cmdline, job_id):
