@@ -140,6 +140,8 @@ def drop_database(url: str) -> None:
     try:
         with engine.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    except Exception:  # noqa: BLE001 - e.g. an autovacuum worker only a superuser may stop
+        superuser_psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', "postgres")
     finally:
         engine.dispose()
 

@@ -15,11 +15,13 @@ asked for, is a StoreError telling to run `piqc-slurm ingest`."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from piqc_slurm.errors import StoreError
 
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _SCHEMA_HINT = ("run `piqc-slurm ingest` (it creates and migrates the store), or check --db / $PIQC_DB")
 
 
@@ -52,8 +54,12 @@ class Reader:
         self._path = ""
         self._flag: str | None = None
         self._readonly = False
+        self._pg = None
+        self._cursors = 0
         if url.startswith("sqlite:///") and "?" not in url and url != "sqlite:///:memory:":
             self._open_sqlite(url[len("sqlite:///"):])
+        elif url.startswith(("postgresql+psycopg://", "postgresql://")) and "?" not in url:
+            self._open_psycopg(url)
         else:
             self._open_sqlalchemy(url)
 
@@ -91,6 +97,23 @@ class Reader:
         self._conn = conn
         self._flag = flag
 
+    def _open_psycopg(self, url: str) -> None:
+        """psycopg directly: SQLAlchemy's import would cost the query ~0.14 s more."""
+        from urllib.parse import unquote, urlsplit
+
+        import psycopg
+
+        u = urlsplit(url)
+        try:
+            self._conn = psycopg.connect(host=u.hostname or None, port=u.port or None,
+                                         user=unquote(u.username) if u.username else None,
+                                         password=unquote(u.password) if u.password else None,
+                                         dbname=unquote(u.path.lstrip("/")) or None, connect_timeout=10)
+            self._conn.read_only = True
+        except (psycopg.Error, ValueError) as exc:
+            raise StoreError(f"store {_redact(url)} unreachable: {_first_line(exc)}") from None
+        self._pg = psycopg
+
     def _open_sqlalchemy(self, url: str) -> None:
         from piqc_slurm.store.db import open_engine
 
@@ -102,6 +125,8 @@ class Reader:
 
     @property
     def dialect(self) -> str:
+        if self._pg is not None:
+            return "postgresql"
         return "sqlite" if self._sqlite is not None else self._engine.dialect.name  # type: ignore[union-attr]
 
     # --- running -------------------------------------------------------------------
@@ -125,6 +150,8 @@ class Reader:
             except self._sqlite.Error as exc:
                 raise StoreError(f"query failed on {self.url}: {_first_line(exc)}") from None
             return self._drain(cur, size)
+        if self._pg is not None:
+            return self._pg_batches(sql, params, size)
         from sqlalchemy import text
         from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
@@ -136,6 +163,35 @@ class Reader:
         except SQLAlchemyError as exc:
             raise StoreError(f"query failed on {_redact(self.url)}: {_first_line(exc)}") from None
         return (list(map(tuple, part)) for part in result.partitions(size))
+
+    def _pg_batches(self, sql: str, params: Mapping[str, Any], size: int) -> Iterator[list[tuple]]:
+        """The same text SQL through psycopg: `:name` becomes `%(name)s` (a `::` cast is left alone)."""
+        pg = self._pg
+        sql = _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+        try:
+            self._cursors += 1
+            cur = self._conn.cursor(name=f"piqc_query_{self._cursors}")  # server-side: rows stream
+            cur.execute(sql, dict(params))
+        except pg.errors.UndefinedTable as exc:  # type: ignore[union-attr]
+            raise _schema_error(self.url, exc) from None
+        except pg.errors.UndefinedColumn as exc:  # type: ignore[union-attr]
+            raise _schema_error(self.url, exc) from None
+        except pg.Error as exc:  # type: ignore[union-attr]
+            raise StoreError(f"query failed on {_redact(self.url)}: {_first_line(exc)}") from None
+
+        def rows() -> Iterator[list[tuple]]:
+            try:
+                while True:
+                    part = cur.fetchmany(size)
+                    if not part:
+                        return
+                    yield part
+            except pg.Error as exc:  # type: ignore[union-attr]
+                raise StoreError(f"query failed on {_redact(self.url)}: {_first_line(exc)}") from None
+            finally:
+                cur.close()
+
+        return rows()
 
     def _drain(self, cur, size: int) -> Iterator[list[tuple]]:
         while True:
