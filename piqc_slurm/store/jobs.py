@@ -57,13 +57,42 @@ def _insert(dialect: str):
                                       set_={c: getattr(stmt.excluded, c) for c in UPDATABLE})
 
 
+def _q(name: str) -> str:
+    return f'"{name}"'  # "user" and "end" are reserved words on PostgreSQL
+
+
+_COLS_SQL = ", ".join(_q(c) for c in COLUMNS)
+# Constant SQL text built from the model's column names, never from data.
+_PG_STAGE = f"CREATE TEMP TABLE IF NOT EXISTS piqc_jobs_in AS SELECT {_COLS_SQL} FROM jobs WITH NO DATA"  # noqa: S608
+_PG_MERGE = (f"INSERT INTO jobs ({_COLS_SQL}) SELECT {_COLS_SQL} FROM piqc_jobs_in "  # noqa: S608
+             f"ON CONFLICT ({', '.join(_q(k) for k in KEY)}) DO UPDATE SET "
+             + ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in UPDATABLE))
+
+
+def _pg_copy_upsert(conn: Connection, rows: list[dict]) -> None:
+    """PostgreSQL: COPY the batch into a temp table, then one INSERT ... ON
+    CONFLICT from it: several times faster than multi-row INSERTs."""
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        cur.execute(_PG_STAGE)
+        cur.execute("TRUNCATE piqc_jobs_in")
+        with cur.copy(f"COPY piqc_jobs_in ({_COLS_SQL}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row([r[c] for c in COLUMNS])
+        cur.execute(_PG_MERGE)
+
+
 def upsert_jobs(conn: Connection, records: Iterable[Any], batch: int = BATCH) -> int:
     """Insert or update job records (dataclasses or dicts with the jobs columns)."""
-    stmt = _insert(conn.dialect.name)
+    pg_copy = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+    stmt = None if pg_copy else _insert(conn.dialect.name)
     n = 0
     for chunk in _batches((_row(r) for r in records), batch):
         # One statement may not touch the same key twice: the last record of a key wins.
-        seen = {tuple(r[k] for k in KEY): r for r in chunk}
-        conn.execute(stmt, list(seen.values()))
-        n += len(seen)
+        rows = list({tuple(r[k] for k in KEY): r for r in chunk}.values())
+        if pg_copy:
+            _pg_copy_upsert(conn, rows)
+        else:
+            conn.execute(stmt, rows)
+        n += len(rows)
     return n
