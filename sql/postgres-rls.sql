@@ -8,7 +8,7 @@
 -- Idempotent.
 --
 -- Roles (cluster-wide, NOLOGIN groups; grant them to login roles):
---   piqc_reader  SELECT on jobs, node_summaries, gpu_usage, timeline, the
+--   piqc_reader  SELECT on jobs, node_summaries, gpu_usage, timeline, findings, the
 --                views and gpu_prices; sees only rows whose "user" is its
 --                login name (current_user).
 --   piqc_admin   a piqc_reader that sees every row (the [access] admins of
@@ -34,7 +34,7 @@ $$;
 
 GRANT piqc_reader TO piqc_admin;
 
-GRANT SELECT ON jobs, node_summaries, gpu_usage, timeline, gpu_prices TO piqc_reader;
+GRANT SELECT ON jobs, node_summaries, gpu_usage, timeline, findings, gpu_prices TO piqc_reader;
 GRANT SELECT ON v_job_gpu, v_idle_gpus, v_gpu_hours_by_user_day, v_gpu_hours_by_account_day, v_job_cost
     TO piqc_reader;
 
@@ -51,6 +51,7 @@ ALTER TABLE jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE node_summaries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE gpu_usage ENABLE ROW LEVEL SECURITY;
 ALTER TABLE timeline ENABLE ROW LEVEL SECURITY;
+ALTER TABLE findings ENABLE ROW LEVEL SECURITY;
 
 -- jobs: one's own ("user" is a reserved word: quoted).
 DROP POLICY IF EXISTS piqc_reader_own ON jobs;
@@ -78,3 +79,8 @@ CREATE POLICY piqc_reader_own ON gpu_usage FOR SELECT TO piqc_reader
 DROP POLICY IF EXISTS piqc_reader_own ON timeline;
 CREATE POLICY piqc_reader_own ON timeline FOR SELECT TO piqc_reader
     USING (summary_id IN (SELECT id FROM node_summaries));
+
+-- findings: through their job (jobs' policies filter the subquery).
+DROP POLICY IF EXISTS piqc_reader_own ON findings;
+CREATE POLICY piqc_reader_own ON findings FOR SELECT TO piqc_reader
+    USING (job_ref IN (SELECT id FROM jobs));

@@ -138,3 +138,23 @@ CREATE TABLE timeline (
 );
 
 INSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING version_num;
+
+-- Running upgrade 0001 -> 0002
+
+CREATE TABLE findings (
+    id INTEGER NOT NULL,
+    job_ref INTEGER NOT NULL,
+    code VARCHAR(32) NOT NULL,
+    waste_usd FLOAT NOT NULL,
+    evidence JSON NOT NULL,
+    advice_gpus INTEGER,
+    advice_tier VARCHAR(32),
+    analyzed_at BIGINT NOT NULL,
+    PRIMARY KEY (id),
+    FOREIGN KEY(job_ref) REFERENCES jobs (id) ON DELETE CASCADE,
+    CONSTRAINT uq_findings_job_code UNIQUE (job_ref, code)
+);
+
+CREATE INDEX ix_findings_code ON findings (code);
+
+UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';

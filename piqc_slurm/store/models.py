@@ -171,3 +171,24 @@ class Watermark(Base):
     cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
     source: Mapped[str] = mapped_column(String(32), primary_key=True)
     until: Mapped[int] = mapped_column(BigInteger)
+
+
+class Finding(Base):
+    """One waste finding on one job (filled by `piqc-slurm analyze`): a stable
+    code (DESIGN.md: IDLE_GPUS, UNDER_BATCHED, WRONG_TIER, FAILED_SPEND,
+    NO_SAMPLES), the dollars it wastes, the evidence, and the advice."""
+
+    __tablename__ = "findings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_ref: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(32))
+    waste_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    evidence: Mapped[dict] = mapped_column(JSON)
+    advice_gpus: Mapped[int | None] = mapped_column(Integer)
+    advice_tier: Mapped[str | None] = mapped_column(String(32))
+    analyzed_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint("job_ref", "code", name="uq_findings_job_code"),
+        Index("ix_findings_code", "code"),
+    )
