@@ -34,6 +34,18 @@ def cluster() -> Cluster:
     return cluster_up()
 
 
+@pytest.fixture
+def utc(monkeypatch):
+    """Run in TZ=UTC (sacct prints local time: recorded outputs were taken in UTC)."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES

@@ -6,8 +6,6 @@ prefixes_p_delim.txt, strftime_table.txt) and from src/common/print_fields.c."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,18 +15,9 @@ from piqc_slurm.query import fields as F
 from piqc_slurm.query.render import PARSABLE, PARSABLE2, TABLE, Renderer, secs2time_str
 from piqc_slurm.query.timefmt import NO_VAL, TimeFormatter
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("utc")]
 
 T = 1795868098  # 2026-11-28T12:14:58Z
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def names(spec: str) -> list[tuple[str, int]]:

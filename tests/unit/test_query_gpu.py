@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from piqc_slurm.store import open_engine
 from piqc_slurm.store.jobs import upsert_jobs
 from piqc_slurm.store.summaries import upsert_summary
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("utc")]
 
 SUMMARIES = Path(__file__).resolve().parent.parent / "fixtures" / "summaries"
 ROOT = Caller(0, "root")
@@ -65,15 +64,6 @@ def url(tmp_path_factory) -> str:
             upsert_summary(s, d)
     engine.dispose()
     return u
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def query(url: str, *argv: str, settings: Settings | None = None) -> bytes:

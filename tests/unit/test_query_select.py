@@ -16,20 +16,11 @@ from piqc_slurm.query.select import default_window
 from piqc_slurm.store import open_engine
 from piqc_slurm.store.jobs import upsert_jobs
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("utc")]
 
 ROOT = Caller(0, "root")
 NOW = 1795900000          # 2026-11-28T21:46:40Z
 MIDNIGHT = 1795824000     # 2026-11-28T00:00:00Z
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def job(raw: int, **kw) -> dict:
