@@ -137,6 +137,9 @@ def main() -> int:
             for label, secs in (("1 minute", 60), ("7 days", 7 * 86400)):
                 job = 800000 + n * 2 + (label == "7 days")
                 synthetic_run_dir(spool, job, secs)
+                # A real 7-day job's timeline was written over days and is long on disk; flush the
+                # freshly made one, or the Epilog's fsync would pay for writing it out (ext4 ordered mode).
+                os.sync()
                 env = hook_env(job, "epilog_slurmd", extra["out"], gpus=",".join(map(str, range(NGPU))))
                 epi[label].append(timed([str(wrapper)], env))
 

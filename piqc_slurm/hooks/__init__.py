@@ -17,27 +17,30 @@ def run_hook(verb: str, env: dict[str, str] | None = None) -> int:
     job = env.get("SLURM_JOB_ID", "?")
     try:
         from piqc_slurm import config
-        from piqc_slurm.hooks.logsetup import hook_logger
+        from piqc_slurm.hooks.logsetup import HookLog
 
         try:
             cfg = config.load(env=env)
         except Exception as exc:  # noqa: BLE001 - a broken config must not drain the node
-            log = hook_logger(env)
+            log = HookLog()
             log.error("%s job=%s: %s; doing nothing", verb, job, exc)
             return 0
-        log = hook_logger(env, use_syslog=cfg["syslog"], level=cfg["log_level"])
+        log = HookLog(use_syslog=cfg["syslog"], level=cfg["log_level"])
         if verb == "prolog":
             from piqc_slurm.hooks.prolog import run
         else:
             from piqc_slurm.hooks.epilog import run
+            from piqc_slurm.hooks.logsetup import hook_logger
+
+            hook_logger(env, use_syslog=cfg["syslog"], level=cfg["log_level"])  # for library code's warnings
         what = run(env, cfg)
         log.info("%s job=%s: %s (%.0f ms)", verb, job, what, (time.monotonic() - t0) * 1000)
     except BaseException as exc:  # noqa: BLE001 - a hook must never fail the job
         try:
             if log is None:
-                from piqc_slurm.hooks.logsetup import hook_logger
+                from piqc_slurm.hooks.logsetup import HookLog
 
-                log = hook_logger(env)
+                log = HookLog()
             log.error("%s job=%s: failed: %s: %s", verb, job, type(exc).__name__, exc)
         except BaseException:  # noqa: BLE001
             try:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SPANK_VAR = "SPANK_PIQC_GPU_MONITOR"
 
 
-@dataclass(frozen=True)
-class JobContext:
+class JobContext(NamedTuple):  # NamedTuple, not dataclass: the Prolog's imports are its cost
     cluster: str
     job_id: int
     restart_count: int
@@ -38,7 +37,6 @@ class JobContext:
     array_task_id: int | None
     exit_code: str | None  # Epilog only: SLURM_JOB_EXIT_CODE2 (e.g. "42:0")
     spank_monitor: str | None
-    extra: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -46,7 +44,7 @@ class JobContext:
         return f"{self.cluster}.{self.job_id}.{self.restart_count}.{self.node}"
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = self._asdict()
         d["gpus"] = list(self.gpus)
         return d
 
@@ -113,8 +111,7 @@ def from_env(env: dict[str, str], cluster_override: str = "") -> JobContext:
     )
 
 
-@dataclass(frozen=True)
-class MonitorDecision:
+class MonitorDecision(NamedTuple):
     enabled: bool
     interval: float
     mode: str  # "on", "off" (user opt-out), "disabled" (site), "cpu-only"

@@ -12,7 +12,6 @@ exec, so slurmd sees EOF at once.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -20,8 +19,6 @@ from pathlib import Path
 
 from piqc_slurm.hooks.context import JobContext, MonitorDecision, decide_monitor
 from piqc_slurm.hooks.spool import Spool, write_json_atomic
-
-log = logging.getLogger("piqc-slurm")
 
 
 def decide(ctx: JobContext, cfg) -> MonitorDecision:
@@ -31,16 +28,21 @@ def decide(ctx: JobContext, cfg) -> MonitorDecision:
         allow_opt_out=cfg["sampler.allow_opt_out"])
 
 
-def sampler_context(ctx: JobContext, decision: MonitorDecision, cfg, now: float):
-    """The sampler's instructions (sampler/context.py decodes them strictly)."""
-    from piqc_slurm.sampler.context import Context
+CONTEXT_FORMAT = "piqc-context/1"  # sampler/context.py decodes it strictly (a unit test keeps them in step)
 
-    return Context(
-        cluster=ctx.cluster, job_id=ctx.job_id, restart_count=ctx.restart_count, node=ctx.node,
-        uid=ctx.uid if ctx.uid is not None else -1, user=ctx.user, gpus=ctx.gpus,
-        interval=decision.interval, process_interval=cfg["sampler.process_interval"],
-        checkpoint_interval=cfg["sampler.checkpoint_interval"], timeline_bin=cfg["sampler.timeline_bin"],
-        active_util=cfg["sampler.active_util"], orphan_check=cfg["sampler.orphan_check"], started=now)
+
+def sampler_context(ctx: JobContext, decision: MonitorDecision, cfg, now: float) -> dict:
+    """The sampler's instructions, written without importing the sampler's
+    decoder (its dataclasses cost the Prolog milliseconds)."""
+    return {
+        "format": CONTEXT_FORMAT, "cluster": ctx.cluster, "job_id": ctx.job_id,
+        "restart_count": ctx.restart_count, "node": ctx.node, "uid": ctx.uid if ctx.uid is not None else -1,
+        "user": ctx.user, "gpus": list(ctx.gpus), "interval": float(decision.interval),
+        "process_interval": float(cfg["sampler.process_interval"]),
+        "checkpoint_interval": float(cfg["sampler.checkpoint_interval"]),
+        "timeline_bin": int(cfg["sampler.timeline_bin"]), "active_util": float(cfg["sampler.active_util"]),
+        "orphan_check": float(cfg["sampler.orphan_check"]), "started": now,
+    }
 
 
 def job_doc(ctx: JobContext, decision: MonitorDecision, now: float) -> dict:
@@ -105,7 +107,7 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
     note = f" ({decision.note})" if decision.note else ""
     if not decision.enabled:
         return f"monitoring {decision.mode}{note}: no sampler"
-    write_json_atomic(run_dir / "context.json", sampler_context(ctx, decision, cfg, now).to_dict())
+    write_json_atomic(run_dir / "context.json", sampler_context(ctx, decision, cfg, now))
     argv = [sys.executable, "-m", "piqc_slurm.sampler", str(run_dir)]
     pid = spawn_detached(argv, run_dir / "sampler.pid")
     return f"sampler pid {pid} for GPUs {','.join(map(str, ctx.gpus))} every {decision.interval:g}s{note}"

@@ -72,7 +72,7 @@ class Spool:
 
 def write_json_atomic(path: Path, doc: dict, mode: int = 0o600) -> None:
     """Write, fsync, rename: a reader sees the old file or the new one, never half."""
-    from piqc_slurm.sampler.checkpoint import write_atomic
+    from piqc_slurm.fsutil import write_atomic
 
     write_atomic(path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode(), mode)
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from piqc_slurm.fsutil import write_atomic  # noqa: F401 - one atomic writer, re-exported for run.py
 from piqc_slurm.sampler.aggregate import GpuAggregate
 from piqc_slurm.sampler.errors import CheckpointError
 from piqc_slurm.sampler.source import DeviceInfo
@@ -40,38 +41,6 @@ REASON_NVML = "nvml unavailable"
 REASON_ALL_LOST = "all gpus lost"
 REASON_NO_GPUS = "no gpus"
 # plus "error: <exception>" for an unexpected failure
-
-
-def write_atomic(path: str | Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data` so that no reader ever sees a partial file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def append_lines(path: str | Path, rows: Iterable[dict[str, Any]], mode: int = 0o600) -> int:
