@@ -60,15 +60,27 @@ pid_alive() { # pidfile -> 0 if its process runs
 our_pids() { for f in "$RUN"/*.pid "$RUN"/munge/*.pid; do [ -s "$f" ] && cat "$f"; done 2>/dev/null || true; }
 
 # --- safety -----------------------------------------------------------------
+started_by_us() { # pid -> 0 if it is one of our daemons (in our pid files, or
+    # started with our SLURM_CONF), or no daemon at all: gone by now, or a zombie
+    # left by a daemon forking itself into the background (this sandbox's pid 1
+    # reaps orphans late)
+    local p=$1
+    case " $(our_pids | tr '\n' ' ') " in *" $p "*) return 0;; esac
+    [ -d "/proc/$p" ] || return 0
+    grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null && return 0
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_CONF=$ETC/slurm.conf" && return 0
+    [ -d "/proc/$p" ] || return 0
+    return 1
+}
+
 safety_checks() {
     if [ -e /proc/driver/nvidia ] || [ -e /dev/nvidiactl ]; then
         die "a real NVIDIA driver is present (/proc/driver/nvidia or /dev/nvidiactl): this fake-GPU cluster must not run here"
     fi
-    local mine p comm
-    mine=" $(our_pids | tr '\n' ' ') "
+    local p comm
     for comm in slurmctld slurmd slurmdbd; do
         for p in $(pgrep -x "$comm" 2>/dev/null || true); do
-            case "$mine" in *" $p "*) ;; *) die "a $comm this script did not start runs (pid $p): refusing to touch a site's Slurm";; esac
+            started_by_us "$p" || die "a $comm this script did not start runs (pid $p): refusing to touch a site's Slurm"
         done
     done
 }

@@ -101,22 +101,34 @@ def fmt_seconds(secs: float) -> str:
     return str(whole) if frac == 0 else f"{whole}.{frac:03d}".rstrip("0")
 
 
-ENV = cluster_env()
-if ENV is None:
-    pytest.skip("no test cluster: `docker-slurm/cluster.sh env` failed (run `cluster.sh up`)",
-                allow_module_level=True)
-PLUGSTACK = plugstack_path(Path(ENV["SLURM_CONF"]))
-ARGS = plugin_args(PLUGSTACK)
-if ARGS is None:
-    pytest.skip(f"spank/piqc.so is not loaded: {PLUGSTACK} does not name {PLUGIN} "
-                "(build it with `make -C spank`, then `cluster.sh up`)", allow_module_level=True)
-if not PLUGIN.is_file():
-    pytest.skip(f"{PLUGSTACK} names {PLUGIN} but it is not built (`make -C spank`)", allow_module_level=True)
+# Filled by _plugin_loaded once the session's `cluster` fixture has brought the
+# cluster up (read at import time they would describe whatever cluster ran before).
+ENV: dict[str, str] = {}
+PLUGSTACK = Path("/nonexistent")
+ARGS: dict[str, str] = {}
+MIN_INTERVAL = DEFAULT_INTERVAL = 1.0
+ALLOW_OPT_OUT = True
 
-# The cluster's own plugin arguments (plugin defaults where absent): what jobs should see.
-MIN_INTERVAL = float(ARGS.get("min_interval", "1"))
-DEFAULT_INTERVAL = max(float(ARGS.get("default_interval", "1")), MIN_INTERVAL)
-ALLOW_OPT_OUT = ARGS.get("allow_opt_out", "1") != "0"
+
+@pytest.fixture(scope="module", autouse=True)
+def _plugin_loaded(cluster) -> None:
+    global ENV, PLUGSTACK, ARGS, MIN_INTERVAL, DEFAULT_INTERVAL, ALLOW_OPT_OUT
+    env = cluster_env()
+    if env is None:
+        pytest.skip("no test cluster: `docker-slurm/cluster.sh env` failed (run `cluster.sh up`)")
+    ENV = env
+    PLUGSTACK = plugstack_path(Path(ENV["SLURM_CONF"]))
+    args = plugin_args(PLUGSTACK)
+    if args is None:
+        pytest.skip(f"spank/piqc.so is not loaded: {PLUGSTACK} does not name {PLUGIN} "
+                    "(build it with `make -C spank`, then `cluster.sh up`)")
+    if not PLUGIN.is_file():
+        pytest.skip(f"{PLUGSTACK} names {PLUGIN} but it is not built (`make -C spank`)")
+    ARGS = args
+    # The cluster's own plugin arguments (plugin defaults where absent): what jobs should see.
+    MIN_INTERVAL = float(ARGS.get("min_interval", "1"))
+    DEFAULT_INTERVAL = max(float(ARGS.get("default_interval", "1")), MIN_INTERVAL)
+    ALLOW_OPT_OUT = ARGS.get("allow_opt_out", "1") != "0"
 
 
 def _as_user() -> list[str]:
