@@ -77,6 +77,7 @@ CREATE TABLE node_summaries (
     job_id_raw BIGINT NOT NULL,
     restart_count INTEGER NOT NULL,
     node VARCHAR(64) NOT NULL,
+    started_at BIGINT DEFAULT '0' NOT NULL,
     job_ref INTEGER,
     "user" VARCHAR(64) NOT NULL,
     monitor VARCHAR(16) NOT NULL,
@@ -91,7 +92,7 @@ CREATE TABLE node_summaries (
     doc JSON NOT NULL,
     PRIMARY KEY (id),
     FOREIGN KEY(job_ref) REFERENCES jobs (id) ON DELETE SET NULL,
-    CONSTRAINT uq_summaries_identity UNIQUE (cluster, job_id_raw, restart_count, node)
+    CONSTRAINT uq_summaries_run UNIQUE (cluster, job_id_raw, restart_count, node, started_at)
 );
 
 CREATE INDEX ix_summaries_job_ref ON node_summaries (job_ref);

@@ -115,20 +115,20 @@ class Cluster:
     def node_state(self) -> str:
         return self.run(["sinfo", "-h", "-N", "-o", "%T"]).stdout.strip()
 
-    def summary_file(self, job_id: int, node: str | None = None, where: str = "shared") -> Path:
+    def summary_file(self, job_id: int, node: str | None = None, where: str = "shared") -> Path | None:
+        """The newest summary of this job id on this node (names end in the run's start)."""
         node = node or self.node
-        name = f"{self.cluster_name}.{job_id}.0.{node}.summary.json"
-        if where == "shared":
-            return self.dir / "piqc" / "shared-spool" / node / name
-        return self.dir / "piqc" / "spool" / "outbox" / name
+        d = self.dir / "piqc" / ("shared-spool/" + node if where == "shared" else "spool/outbox")
+        found = sorted(d.glob(f"{self.cluster_name}.{job_id}.0.{node}.*.summary.json"))
+        return found[-1] if found else None
 
     def wait_summary(self, job_id: int, where: str = "shared", timeout: float = 30) -> dict:
         """The job's summary once the Epilog has delivered it."""
-        path = self.summary_file(job_id, where=where)
         deadline = time.monotonic() + timeout
-        while not path.exists():
+        while (path := self.summary_file(job_id, where=where)) is None:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no summary at {path} after {timeout}s; hook log:\n{self.hook_log()[-2000:]}")
+                raise TimeoutError(f"no summary of job {job_id} ({where}) after {timeout}s; hook log:\n"
+                                   f"{self.hook_log()[-2000:]}")
             time.sleep(0.2)
         return json.loads(path.read_text())
 

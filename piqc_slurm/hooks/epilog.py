@@ -85,24 +85,27 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
     summary = summary_mod.build(job, checkpoint, ended=now, partial=partial, partial_reason=reason,
                                 monitor=monitor, interval=interval)
     spool.make_outbox()
+    # The outbox name carries the run's start: Slurm can reuse a job id (a
+    # database reset), and a new run must never replace an old run's summary.
+    out_key = f"{ctx.key}.{int(summary['started'] or now)}"
     timeline = run_dir / "timeline.jsonl"
     if timeline.is_file() and not timeline.is_symlink():
-        os.replace(timeline, spool.timeline_path(ctx.key))
-    write_json_atomic(spool.summary_path(ctx.key), summary)
+        os.replace(timeline, spool.timeline_path(out_key))
+    write_json_atomic(spool.summary_path(out_key), summary)
     notes = [f"summary spooled ({'partial: ' + reason if partial else 'complete'})"]
     if cfg["epilog.user_report"]:
-        notes.append(_user_report(ctx, summary, spool, cfg))
+        notes.append(_user_report(ctx, summary, spool, cfg, out_key))
     try:
         from piqc_slurm.hooks.deliver import deliver
 
-        notes.append(deliver(spool, ctx.key, ctx.node, cfg))
+        notes.append(deliver(spool, out_key, ctx.node, cfg))
     except Exception as exc:  # noqa: BLE001 - it stays spooled for ingest to replay
         notes.append(f"delivery failed, stays spooled: {exc}")
     _remove_run_dir(run_dir)
     return "; ".join(notes)
 
 
-def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg) -> str:
+def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str) -> str:
     from piqc_slurm.hooks.userreport import PatternError, PatternInputs, append_as_user, expand_output_path
     from piqc_slurm.report.epilog_text import render
 
@@ -110,7 +113,7 @@ def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg) -> str:
         return "report: not the batch host"
     if ctx.uid is None or ctx.gid is None:
         return "report: job uid/gid unknown"
-    marker = spool.outbox() / f"{ctx.key}.reported"
+    marker = spool.outbox() / f"{out_key}.reported"
     if marker.exists():
         return "report: already written"
     try:

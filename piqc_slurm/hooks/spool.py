@@ -7,11 +7,12 @@ finished job's summary waits for delivery.
         sampler.pid                    written by the Prolog's intermediate child
         checkpoint.json                fixed-size aggregates (sampler, atomic)
         timeline.jsonl                 closed timeline bins (sampler, append-only)
-      outbox/<key>.summary.json        finished summaries (Epilog, atomic)
-      outbox/<key>.timeline.jsonl      their timelines (moved, never rewritten)
-      outbox/<key>.reported            the user report was written once
+      outbox/<key>.<start>.summary.json   finished summaries (Epilog, atomic)
+      outbox/<key>.<start>.timeline.jsonl their timelines (moved, never rewritten)
+      outbox/<key>.<start>.reported     the user report was written once
 
-<key> is cluster.jobid.restart.node (hooks/context.py). Only root writes here;
+<key> is cluster.jobid.restart.node (hooks/context.py); <start> the run's
+start (epoch seconds), so a reused job id never replaces an old run's files. Only root writes here;
 nothing in it is ever opened through a symlink.
 """
 

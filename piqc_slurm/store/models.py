@@ -78,7 +78,7 @@ class Job(Base):
 
 
 class NodeSummary(Base):
-    """One sampler summary: one job on one node (piqc-summary/1)."""
+    """One sampler summary: one run of a job on one node (piqc-summary/1)."""
 
     __tablename__ = "node_summaries"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -86,6 +86,7 @@ class NodeSummary(Base):
     job_id_raw: Mapped[int] = mapped_column(BigInteger)
     restart_count: Mapped[int] = mapped_column(Integer, default=0)
     node: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # whole seconds
     job_ref: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     user: Mapped[str] = mapped_column(String(64), default="")
     monitor: Mapped[str] = mapped_column(String(16), default="on")
@@ -103,7 +104,8 @@ class NodeSummary(Base):
     gpus: Mapped[list[GpuUsage]] = relationship(back_populates="summary", cascade="all, delete-orphan")
 
     __table_args__ = (
-        UniqueConstraint("cluster", "job_id_raw", "restart_count", "node", name="uq_summaries_identity"),
+        # The start is part of the identity: Slurm may reuse a job id after a database reset.
+        UniqueConstraint("cluster", "job_id_raw", "restart_count", "node", "started_at", name="uq_summaries_run"),
         Index("ix_summaries_job_ref", "job_ref"),
         Index("ix_summaries_user", "user"),  # row-level security filters on it (sql/postgres-rls.sql)
     )

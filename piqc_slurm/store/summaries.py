@@ -1,7 +1,7 @@
 """Writing sampler summaries (piqc-summary/1) into the store, idempotently.
 
 A summary replaces any earlier copy of itself (same cluster, job, restart,
-node): its GPU rows and timeline are rewritten in one transaction. It is
+node and start): its GPU rows and timeline are rewritten in one transaction. It is
 joined to its job allocation when that is already known (same cluster and
 JobIDRaw, run time overlapping the summary's); otherwise job_ref stays empty
 and `link_summaries` joins it after a later sacct ingest.
@@ -51,9 +51,11 @@ def find_job(session: Session, doc: dict) -> int | None:
 
 def upsert_summary(session: Session, doc: dict, timeline: list[dict] | None = None) -> int:
     """Insert or replace one summary (and its GPUs and timeline); return its id."""
+    started_at = int(doc.get("started") or 0)
     existing = session.execute(select(NodeSummary).where(
         NodeSummary.cluster == doc["cluster"], NodeSummary.job_id_raw == doc["job_id"],
-        NodeSummary.restart_count == doc["restart_count"], NodeSummary.node == doc["node"])).scalar_one_or_none()
+        NodeSummary.restart_count == doc["restart_count"], NodeSummary.node == doc["node"],
+        NodeSummary.started_at == started_at)).scalar_one_or_none()
     nvml = doc.get("nvml") or {}
     values = dict(user=doc.get("user") or "", monitor=doc.get("monitor") or "on", interval=doc.get("interval"),
                   started=doc.get("started"), ended=doc.get("ended"), partial=bool(doc.get("partial")),
@@ -61,7 +63,7 @@ def upsert_summary(session: Session, doc: dict, timeline: list[dict] | None = No
                   gpu_count=len(doc.get("gpus") or []), doc=doc, job_ref=find_job(session, doc))
     if existing is None:
         row = NodeSummary(cluster=doc["cluster"], job_id_raw=doc["job_id"], restart_count=doc["restart_count"],
-                          node=doc["node"], **values)
+                          node=doc["node"], started_at=started_at, **values)
         session.add(row)
         session.flush()
     else:

@@ -155,3 +155,20 @@ def test_ingest_with_the_store_down_keeps_the_spool_and_a_later_run_completes(st
     r = subprocess.run(argv, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "5 summaries taken in" in r.stderr or "summaries taken in" in r.stderr
+
+
+def test_a_reused_job_id_keeps_both_runs(engine, tmp_path):
+    """Slurm can hand out a job id again (a database reset): each run's summary is kept."""
+    import json
+
+    spool = tmp_path / "spool" / "vm"
+    spool.mkdir(parents=True)
+    first = json.loads((FX / "summaries" / "4gpu-2idle.summary.json").read_text())
+    second = {**first, "started": first["started"] + 86400 * 30, "ended": first["ended"] + 86400 * 30}
+    for doc in (first, second):
+        name = f"piqc.{doc['job_id']}.0.vm.{int(doc['started'])}.summary.json"
+        (spool / name).write_text(json.dumps(doc))
+    r = ingest(engine, cluster="piqc", sacct_file=str(SACCT / "completed.ingest.txt"), spool_dirs=[spool.parent])
+    assert r.summaries_taken == 2
+    with Session(engine) as s:
+        assert len(s.execute(select(NodeSummary)).scalars().all()) == 2

@@ -77,6 +77,7 @@ def upgrade() -> None:
     sa.Column('job_id_raw', sa.BigInteger(), nullable=False),
     sa.Column('restart_count', sa.Integer(), nullable=False),
     sa.Column('node', sa.String(length=64), nullable=False),
+    sa.Column('started_at', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('job_ref', sa.Integer(), nullable=True),
     sa.Column('user', sa.String(length=64), nullable=False),
     sa.Column('monitor', sa.String(length=16), nullable=False),
@@ -91,7 +92,7 @@ def upgrade() -> None:
     sa.Column('doc', sa.JSON(), nullable=False),
     sa.ForeignKeyConstraint(['job_ref'], ['jobs.id'], ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('cluster', 'job_id_raw', 'restart_count', 'node', name='uq_summaries_identity')
+    sa.UniqueConstraint('cluster', 'job_id_raw', 'restart_count', 'node', 'started_at', name='uq_summaries_run')
     )
     with op.batch_alter_table('node_summaries', schema=None) as batch_op:
         batch_op.create_index('ix_summaries_job_ref', ['job_ref'], unique=False)
