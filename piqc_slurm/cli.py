@@ -114,7 +114,7 @@ def _build_cli():
             click.echo(f"piqc-slurm: {note}", err=True)
         return url
 
-    def when(value: str | None, what: str) -> int | None:
+    def when(value: str | None) -> int | None:
         from piqc_slurm.timespec import parse_timespec
 
         return None if value is None else parse_timespec(value)
@@ -166,8 +166,8 @@ def _build_cli():
             dirs = []
         tz = file_tz or getattr(local_zone(), "key", None) or "UTC"
         say = None if quiet else (lambda m: click.echo(f"piqc-slurm ingest: {m}", err=True))
-        res = run_ingest(engine, cluster=cfg["cluster"] or "default", since=when(since, "since"),
-                         until=when(until, "until"), sacct_file=sacct_file, file_tz=tz,
+        res = run_ingest(engine, cluster=cfg["cluster"] or "default", since=when(since),
+                         until=when(until), sacct_file=sacct_file, file_tz=tz,
                          spool_dirs=[d for d in dirs if d.is_dir()], strict=strict,
                          slice_seconds=slice_hours * 3600, progress=say)
         for err in res.errors[:20]:
