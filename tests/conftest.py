@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: a busy 2-core CI machine must not turn a slow example into a failure.
+settings.register_profile("piqc", deadline=None)
+settings.load_profile("piqc")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
