@@ -131,6 +131,12 @@ def main() -> int:
             pro.append(timed([str(wrapper)], hook_env(job, "prolog_slurmd", extra["out"])))
             time.sleep(0.3)
             epi_live.append(timed([str(wrapper)], hook_env(job, "epilog_slurmd", extra["out"])))
+        # piqc-slurm prolog by itself, with the site's sampler switched off: the Python part alone.
+        bare_cfg = tmp / "bare.toml"
+        bare_cfg.write_text(f'cluster = "bench"\nspool_dir = "{tmp}/spool"\nsyslog = false\n'
+                            "[sampler]\nenabled = false\n")
+        bare_env = {**hook_env(999999, "prolog_slurmd", extra["out"]), "PIQC_CONFIG": str(bare_cfg)}
+        bare = [timed([f"{REPO}/.venv/bin/piqc-slurm", "prolog"], bare_env) for _ in range(args.runs)]
         spool = tmp / "spool"
         epi = {"1 minute": [], "7 days": []}
         for n in range(args.runs):
@@ -148,6 +154,7 @@ def main() -> int:
         return f"median {statistics.median(xs):6.1f} ms  p90 {xs[int(len(xs) * 0.9) - 1]:6.1f} ms  (n={len(xs)})"
 
     print(f"prolog wrapper (4 GPUs, starts a sampler):        {fmt(pro)}")
+    print(f"piqc-slurm prolog alone (sampler off by config):  {fmt(bare)}")
     print(f"epilog wrapper (live sampler, stopped and flushed): {fmt(epi_live)}")
     for label, xs in epi.items():
         print(f"epilog wrapper, synthetic {label:>8} 8-GPU job:     {fmt(xs)}")
