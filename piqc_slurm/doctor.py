@@ -125,15 +125,15 @@ def check_hooks(slurm_conf: str) -> list[Check]:
 
 
 def check_store(db_url: str) -> Check:
-    from piqc_slurm.errors import StoreError
-    from piqc_slurm.store.db import _redact, open_engine
+    from piqc_slurm.errors import StoreError, redact_url
+    from piqc_slurm.store.db import open_engine
 
     try:
         engine = open_engine(db_url, connect_timeout=5)
     except StoreError as exc:
         return Check(FAIL, "store", str(exc), "check db in the config (or --db); is the server up?")
     engine.dispose()
-    return Check(OK, "store", f"{_redact(db_url)} reachable, schema up to date")
+    return Check(OK, "store", f"{redact_url(db_url)} reachable, schema up to date")
 
 
 def check_sacct(timeout: float = 15) -> Check:

@@ -2,6 +2,22 @@
 maps them to `piqc-slurm: message` and an exit code in one place."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a DB driver's own error when
+    SQLAlchemy wraps one): one-line errors for a person, never a traceback."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def redact_url(url: str) -> str:
+    """A store URL fit for a message: the password replaced by ***."""
+    head, sep, tail = url.partition("://")
+    if sep and "@" in tail:
+        cred, _, rest = tail.rpartition("@")
+        return f"{head}://{cred.split(':', 1)[0]}:***@{rest}"
+    return url
+
+
 class PiqcError(Exception):
     """Base of every error piqc-slurm reports to a person."""
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from piqc_slurm.errors import ParseError, SacctError, StoreError
+from piqc_slurm.errors import ParseError, SacctError, StoreError, first_line
 
 OVERLAP = 6 * 3600  # re-read this much before the watermark
 FIRST_WINDOW = 86400  # no watermark yet: the last day
@@ -168,7 +168,7 @@ def _store_records(engine: Engine, text: str, source: str, *, epoch: bool, tz, s
             with engine.begin() as conn:
                 res.jobs += upsert_jobs(conn, rows)
         except SQLAlchemyError as exc:
-            raise StoreError(f"writing jobs failed: {str(getattr(exc, 'orig', exc)).splitlines()[0]}") from None
+            raise StoreError(f"writing jobs failed: {first_line(exc)}") from None
         done += lines
         if progress and total > CHUNK_LINES:
             progress(f"{source}: {done:,} of {total:,} lines, {res.jobs:,} jobs")
@@ -218,7 +218,7 @@ def ingest(engine: Engine, *, cluster: str, since: int | None = None, until: int
         try:
             r = replay(engine, spool_dirs)
         except SQLAlchemyError as exc:
-            raise StoreError(f"replaying summaries failed: {str(getattr(exc, 'orig', exc)).splitlines()[0]}") \
+            raise StoreError(f"replaying summaries failed: {first_line(exc)}") \
                 from None
         res.summaries_taken, res.summaries_unchanged, res.summaries_linked = r.taken, r.unchanged, r.linked
         res.summaries_newer, res.summaries_bad = r.newer, r.bad

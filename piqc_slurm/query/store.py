@@ -20,23 +20,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from piqc_slurm.errors import StoreError
+from piqc_slurm.errors import first_line as _first_line
+from piqc_slurm.errors import redact_url as _redact
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _SCHEMA_HINT = ("run `piqc-slurm ingest` (it creates and migrates the store), or check --db / $PIQC_DB")
-
-
-def _redact(url: str) -> str:
-    head, sep, tail = url.partition("://")
-    if sep and "@" in tail:
-        cred, _, rest = tail.rpartition("@")
-        user = cred.split(":", 1)[0]
-        return f"{head}://{user}:***@{rest}"
-    return url
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _schema_error(url: str, exc: BaseException) -> StoreError:

@@ -8,18 +8,9 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from piqc_slurm.errors import StoreError
+from piqc_slurm.errors import StoreError, first_line, redact_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
-        return "<unparseable URL>"
 
 
 def open_engine(url: str, connect_timeout: float | None = None, migrate_schema: bool = True) -> Engine:
@@ -40,7 +31,7 @@ def open_engine(url: str, connect_timeout: float | None = None, migrate_schema: 
     try:
         engine = create_engine(url, connect_args=connect_args, future=True)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise StoreError(f"bad store URL {_redact(url)}: {exc}") from None
+        raise StoreError(f"bad store URL {redact_url(url)}: {exc}") from None
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # WAL: readers don't block the nightly ingest
@@ -53,13 +44,8 @@ def open_engine(url: str, connect_timeout: float | None = None, migrate_schema: 
         try:
             migrate(engine)
         except SQLAlchemyError as exc:
-            raise StoreError(f"store {_redact(url)} unreachable: {_first_line(exc)}") from None
+            raise StoreError(f"store {redact_url(url)} unreachable: {first_line(exc)}") from None
     return engine
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def alembic_config(engine: Engine | None = None):

@@ -17,7 +17,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from piqc_slurm.errors import SpoolFormatError, StoreError
+from piqc_slurm.errors import SpoolFormatError, StoreError, first_line
 from piqc_slurm.hooks.summary import SUMMARY_FORMAT  # noqa: E402 - one definition of the format
 from piqc_slurm.store.models import GpuUsage, Job, NodeSummary, TimelineBin
 
@@ -119,6 +119,6 @@ def push_summary(db_url: str, summary_path: Path, timeline_path: Path, connect_t
         with Session(engine) as session, session.begin():
             upsert_summary(session, doc, read_timeline(Path(timeline_path), doc.get("timeline_bins")))
     except SQLAlchemyError as exc:
-        raise StoreError(f"push failed: {str(getattr(exc, 'orig', exc)).splitlines()[0]}") from None
+        raise StoreError(f"push failed: {first_line(exc)}") from None
     finally:
         engine.dispose()
