@@ -7,6 +7,13 @@ import os
 from pathlib import Path
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is out (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_atomic(path: str | Path, data: bytes, mode: int = 0o600) -> None:
     """Replace `path` with `data` so that no reader ever sees a partial file:
     write a temp file (never through a symlink), fsync, rename, fsync the dir."""
@@ -14,9 +21,7 @@ def write_atomic(path: str | Path, data: bytes, mode: int = 0o600) -> None:
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)

@@ -96,10 +96,9 @@ def _drop_and_append(path: str, text: bytes, uid: int, gid: int, user: str) -> i
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return 4
             os.set_blocking(fd, True)
-            view = memoryview(text)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            from piqc_slurm.fsutil import write_all
+
+            write_all(fd, text)
         finally:
             os.close(fd)
         return 0

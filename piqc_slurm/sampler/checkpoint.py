@@ -22,7 +22,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from piqc_slurm.fsutil import write_atomic  # noqa: F401 - one atomic writer, re-exported for run.py
+from piqc_slurm.fsutil import (
+    write_all,
+    write_atomic,  # noqa: F401 - one atomic writer, re-exported for run.py
+)
 from piqc_slurm.sampler.aggregate import GpuAggregate
 from piqc_slurm.sampler.errors import CheckpointError
 from piqc_slurm.sampler.source import DeviceInfo
@@ -51,9 +54,7 @@ def append_lines(path: str | Path, rows: Iterable[dict[str, Any]], mode: int = 0
     data = "".join(lines).encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
