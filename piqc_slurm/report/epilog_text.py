@@ -10,11 +10,9 @@ from piqc_slurm import catalog
 
 
 def _hms(seconds: float) -> str:
-    s = int(round(max(seconds, 0)))
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return f"{d}-{h:02d}:{m:02d}:{s:02d}" if d else f"{h:02d}:{m:02d}:{s:02d}"
+    from piqc_slurm.slurm.parse import format_elapsed  # sacct's Elapsed format
+
+    return format_elapsed(int(round(max(seconds, 0))))
 
 
 def _num(v: Any, fmt: str, unit: str = "") -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from piqc_slurm import catalog
+from piqc_slurm.slurm.parse import format_elapsed
 from piqc_slurm.store.models import GpuUsage, Job, NodeSummary
 
 
@@ -49,13 +50,7 @@ def load_job(session: Session, job_id: str, cluster: str | None = None) -> JobVi
 
 
 def _hms(seconds: int | float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return f"{d}-{h:02d}:{m:02d}:{s:02d}" if d else f"{h:02d}:{m:02d}:{s:02d}"
+    return "-" if seconds is None else format_elapsed(int(seconds))
 
 
 def _when(t: int | None) -> str:
