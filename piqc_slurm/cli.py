@@ -201,9 +201,12 @@ def _build_cli():
 
         from piqc_slurm.errors import UsageError
         from piqc_slurm.query.access import Caller, is_admin
+        from piqc_slurm.query.gpu import values_for_job
+        from piqc_slurm.query.store import Reader
         from piqc_slurm.report.seff import load_job, render
 
         cfg = load_config(ctx)
+        url = store_url(ctx, cfg)
         engine = open_store(ctx, cfg)
         with Session(engine) as session:
             view = load_job(session, jobid, cluster)
@@ -212,7 +215,14 @@ def _build_cli():
                                         or is_admin(me, cfg["access.admin_users"], cfg["access.admin_groups"]))
         if not allowed:
             raise UsageError(f"job {jobid} not found in the store (ingest first, or it is not yours)")
-        click.echo(render(view, cfg["prices"]), nl=False)
+        j = view.job
+        reader = Reader(url)
+        try:
+            values = values_for_job(reader, j["id"], j["alloc_gpus"] or 0, j["elapsed"] or 0, j["gpu_type"],
+                                    cfg["prices"])
+        finally:
+            reader.close()
+        click.echo(render(view, cfg["prices"], values), nl=False)
 
     @cli.command()
     @click.pass_context

@@ -196,3 +196,14 @@ def gpu_values(job: JobGpu, found: JobFindings | None) -> GpuValues:
         advice_gpus=None if found is None else found.advice_gpus,
         advice_tier=None if found is None else found.advice_tier,
     )
+
+
+def values_for_job(reader: Reader, ref: int, alloc_gpus: int, elapsed_s: int, gpu_type: str | None,
+                   prices: Mapping[str, float], findings: FindingsSource | None = None) -> GpuValues:
+    """One job's GPU values, as `sacct` computes them (seff uses this, so the two agree)."""
+    st = load_gpu_stats(reader, [ref]).get(ref)
+    gtype = price_type(gpu_type, st)
+    job = JobGpu(ref=ref, alloc_gpus=alloc_gpus, gpu_type=gtype, stats=st,
+                 cost_usd=cost_usd(alloc_gpus, elapsed_s, gtype, prices))
+    found = (findings or IdleShareEstimate()).for_jobs(reader, [job]).get(ref)
+    return gpu_values(job, found)

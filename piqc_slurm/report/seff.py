@@ -12,6 +12,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from piqc_slurm import catalog
+from piqc_slurm.query.gpu import GpuValues
 from piqc_slurm.slurm.parse import format_elapsed
 from piqc_slurm.store.models import GpuUsage, Job, NodeSummary
 
@@ -61,12 +62,13 @@ def _f(v: float | None, fmt: str, unit: str = "") -> str:
     return "-" if v is None else f"{v:{fmt}}{unit}"
 
 
-def render(view: JobView, prices: dict[str, float]) -> str:
+def render(view: JobView, prices: dict[str, float], values: GpuValues) -> str:
+    """values: the job's GPU fields as `piqc-slurm sacct` computes them (query.gpu.values_for_job)."""
     j = view.job
     state = j["state"] + (f" by {j['state_by']}" if j.get("state_by") is not None else "")
     ngpu = j["alloc_gpus"] or 0
-    rate = catalog.price(j.get("gpu_type"), prices)
-    cost = ngpu * (j["elapsed"] or 0) / 3600 * rate
+    rate = catalog.price(values.gpu_type, prices)
+    cost = values.cost_usd
     lines = [
         f"Job ID: {j['job_id']}   Cluster: {j['cluster']}",
         f"User/Account: {j['user']}/{j['account']}   Partition: {j['partition']}",
@@ -100,13 +102,12 @@ def render(view: JobView, prices: dict[str, float]) -> str:
             lines.append(f"{g['node']:<12} {g['minor']:>3} {_f(g['util_mean'], '8.1f', '%'):>9} "
                          f"{_f(g['util_p95'], '8.1f', '%'):>9} {_f(mem, '6.1f', ' GiB'):>10} "
                          f"{_f(kwh, '6.3f', ' kWh'):>10}  {note}".rstrip())
-        worked = [g for g in view.gpus if g["did_work"]]
         idle = [g for g in view.gpus if g["did_work"] is False]
-        util = sum(g["util_mean"] or 0 for g in view.gpus) / ngpu
+        used = values.gpus_used or 0
         lines.append("")
-        lines.append(f"GPU utilization over the allocation: {util:.1f}%   GPUs that did work: {len(worked)} of {ngpu}")
+        lines.append(f"GPU utilization over the allocation: {values.util_avg or 0:.1f}%   "
+                     f"GPUs that did work: {used} of {ngpu}")
         if idle:
-            waste = cost * len(idle) / ngpu
-            lines.append(f"Advice: {len(idle)} of {ngpu} GPUs did no work: request --gres=gpu:{max(len(worked), 1)} "
-                         f"(${waste:,.2f} of this job's cost bought idle GPUs).")
+            lines.append(f"Advice: {len(idle)} of {ngpu} GPUs did no work: request --gres=gpu:{max(used, 1)} "
+                         f"(${values.waste_usd or 0:,.2f} of this job's cost bought idle GPUs).")
     return "\n".join(lines) + "\n"

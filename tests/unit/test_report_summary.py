@@ -76,3 +76,31 @@ def test_unknown_summary_version_is_refused():
 
     with pytest.raises(SpoolFormatError, match="unknown summary format 'piqc-summary/9'"):
         check_format({**load("4gpu-2idle"), "format": "piqc-summary/9"}, "x.json")
+
+
+def test_seff_and_sacct_agree_on_cost_utilization_and_waste(tmp_path):
+    """seff computes its GPU figures through the query code, so the two never disagree."""
+    import subprocess
+    import sys
+
+    from piqc_slurm.store.jobs import upsert_jobs
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    s = load("4gpu-2idle")
+    engine = open_engine(url)
+    with engine.begin() as conn:
+        upsert_jobs(conn, [dict(cluster="piqc", job_id_raw=s["job_id"], submit=int(s["started"]) - 5,
+                                job_id=str(s["job_id"]), name="t", user="piqcuser", state="COMPLETED",
+                                exit_code="0:0", start=int(s["started"]), end=int(s["ended"]),
+                                elapsed=int(s["ended"] - s["started"]), alloc_gpus=4, gpu_type="h100")])
+    with Session(engine) as session, session.begin():
+        upsert_summary(session, s, [])
+    engine.dispose()
+    base = [sys.executable, "-m", "piqc_slurm", "--db", url]
+    out = subprocess.run(base + ["sacct", "-j", str(s["job_id"]), "-P", "-n", "-o", "CostUSD,GPUUtilAvg,WasteUSD"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    cost, util, waste = out.split("|")
+    seff = subprocess.run(base + ["seff", str(s["job_id"])], capture_output=True, text=True, check=True).stdout
+    assert f"GPU cost: ${cost} " in seff
+    assert f"GPU utilization over the allocation: {util}%" in seff
+    assert f"(${waste} of this job's cost bought idle GPUs)" in seff
