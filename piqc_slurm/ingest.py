@@ -99,10 +99,13 @@ CHUNK_LINES = 50_000
 _ALLOC_LINE = re.compile(r"^\d+(?:_\d+|_\[[^\]]*\]|\+\d+)?[\x1f|]")
 
 
-def chunks(text: str, size: int = CHUNK_LINES) -> Iterator[tuple[str, int]]:
+def chunks(text: str, size: int | None = None) -> Iterator[tuple[str, int]]:
     """Cut big sacct output into pieces of about `size` lines, each headed by
-    the header line, cutting only before an allocation line (so a job's steps
-    stay with it). Yields (text, how many lines to add to a line number in it)."""
+    the header line. A piece ends only before a well-formed allocation line (an
+    allocation JobID and exactly the header's field count), so a job's steps
+    stay with it even around a malformed line. Yields (text, how many lines to
+    add to a line number in it)."""
+    size = size or CHUNK_LINES
     lines = text.splitlines(keepends=True)
     if len(lines) <= size:
         yield text, 0
@@ -111,10 +114,16 @@ def chunks(text: str, size: int = CHUNK_LINES) -> Iterator[tuple[str, int]]:
     while h < len(lines) and (lines[h].startswith("#") or not lines[h].strip()):
         h += 1
     header = lines[h] if h < len(lines) else ""
+    delim = "\x1f" if "\x1f" in header else "|"
+    fields = header.count(delim)
+
+    def cut_before(line: str) -> bool:
+        return bool(_ALLOC_LINE.match(line)) and line.count(delim) == fields
+
     start = h + 1
     while start < len(lines):
         end = min(start + size, len(lines))
-        while end < len(lines) and not _ALLOC_LINE.match(lines[end]):
+        while end < len(lines) and not cut_before(lines[end]):
             end += 1
         yield header + "".join(lines[start:end]), start - 1
         start = end
