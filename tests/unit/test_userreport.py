@@ -57,8 +57,15 @@ def test_only_regular_files(user_dir):
     fifo = user_dir / "job.out"
     os.mkfifo(fifo)
     os.chown(fifo, NOBODY, NOBODY)
-    assert append_as_user(str(fifo), "x\n", NOBODY, NOBODY, "nobody", timeout=5) in (
-        "not a regular file", "write failed")
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so opening for writing succeeds
+    try:
+        assert append_as_user(str(fifo), "x\n", NOBODY, NOBODY, "nobody", timeout=5) == "not a regular file"
+        try:
+            assert os.read(reader, 10) == b""  # nothing was written into it
+        except BlockingIOError:
+            pass
+    finally:
+        os.close(reader)
 
 
 def test_a_hung_file_system_does_not_hold_the_epilog(user_dir, monkeypatch):
