@@ -153,7 +153,9 @@ def _build_cli():
         """
         from pathlib import Path
 
+        from piqc_slurm.errors import SacctError
         from piqc_slurm.ingest import ingest as run_ingest
+        from piqc_slurm.ingest import resolve_cluster
         from piqc_slurm.timespec import local_zone
 
         cfg = load_config(ctx)
@@ -166,7 +168,14 @@ def _build_cli():
             dirs = []
         tz = file_tz or getattr(local_zone(), "key", None) or "UTC"
         say = None if quiet else (lambda m: click.echo(f"piqc-slurm ingest: {m}", err=True))
-        res = run_ingest(engine, cluster=cfg["cluster"] or "default", since=when(since),
+        if sacct_file is None:
+            cluster = resolve_cluster(cfg["cluster"])
+        else:  # a file's own Cluster column may name it: Slurm is asked only when needed
+            try:
+                cluster = resolve_cluster(cfg["cluster"])
+            except SacctError:
+                cluster = ""
+        res = run_ingest(engine, cluster=cluster, since=when(since),
                          until=when(until), sacct_file=sacct_file, file_tz=tz,
                          spool_dirs=[d for d in dirs if d.is_dir()], strict=strict,
                          slice_seconds=slice_hours * 3600, progress=say)
@@ -197,11 +206,13 @@ def _build_cli():
         JOBID is sacct's JobID (1234, 1234_5) or JobIDRaw. Users see their own
         jobs; [access] admin_users/admin_groups see all.
         """
+        import time
+
         from sqlalchemy.orm import Session
 
         from piqc_slurm.errors import UsageError
         from piqc_slurm.query.access import Caller, is_admin
-        from piqc_slurm.query.gpu import values_for_job
+        from piqc_slurm.query.gpu import load_price_book, values_for_job
         from piqc_slurm.query.store import Reader
         from piqc_slurm.report.seff import load_job, render
 
@@ -218,11 +229,12 @@ def _build_cli():
         j = view.job
         reader = Reader(url)
         try:
-            values = values_for_job(reader, j["id"], j["alloc_gpus"] or 0, j["elapsed"] or 0, j["gpu_type"],
-                                    cfg["prices"])
+            book = load_price_book(reader, cfg)
+            values = values_for_job(reader, j, book, now=int(time.time()))
         finally:
             reader.close()
-        click.echo(render(view, cfg["prices"], values), nl=False)
+        rate = book.for_cluster(j["cluster"]).gpu_rate(values.gpu_type, j["partition"]).usd
+        click.echo(render(view, values, rate), nl=False)
 
     @cli.command()
     @click.pass_context

@@ -72,8 +72,17 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
         "push_jitter": Setting(float, 2.0, "Random delay (s) before a push, to spread a wave of Epilogs.",
                                minimum=0.0),
     },
-    # A table of its own: [prices] h100 = 4.0 ... ; built-in catalog prices fill the rest.
-    "prices": Setting(dict, {}, "USD per GPU-hour by GPU type (`h100 = 4.0`); `default` for unlisted types."),
+    "usage": {
+        "min_active_share": Setting(float, 0.05, "Share of its sampled time a GPU must be active (utilization at "
+                                    "or above sampler.active_util) to have done work.", minimum=0.0),
+        "cpu_core_hour_price": Setting(float, 0.0, "USD per allocated CPU core-hour of a CPU-only job (0: CPU jobs "
+                                       "cost nothing; GPU jobs are priced by their GPUs alone).", minimum=0.0),
+    },
+    # Tables of their own: [prices] h100 = 4.0 ... ; the catalog's dated prices fill the rest.
+    "prices": Setting(dict, {}, "USD per GPU-hour by GPU type (`h100 = 4.0`, a catalog type or gres name); "
+                      "`default` replaces the catalog's fallback for unknown types."),
+    "partition_prices": Setting(dict, {}, "USD per GPU-hour by partition, for jobs whose GPU type is unknown "
+                                "(an untyped gres); a known type's price wins."),
     "access": {
         "admin_users": Setting(list, ["root"], "Users who see every job in `sacct`/`seff`."),
         "admin_groups": Setting(list, [], "Groups whose members see every job."),
@@ -127,10 +136,10 @@ def _check(path: str, key: str, setting: Setting, value: Any) -> Any:
         raise ConfigError(f"{path}: {key}: expected one of {', '.join(setting.choices)}, got {value!r}")
     if setting.minimum is not None and value < setting.minimum:
         raise ConfigError(f"{path}: {key}: expected at least {setting.minimum:g}, got {value!r}")
-    if key == "prices":
+    if key in ("prices", "partition_prices"):
         for gpu, price in value.items():
             if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
-                raise ConfigError(f"{path}: prices.{gpu}: expected a price in USD per GPU-hour >= 0, got {price!r}")
+                raise ConfigError(f"{path}: {key}.{gpu}: expected a price in USD per GPU-hour >= 0, got {price!r}")
         value = {str(k).lower(): float(v) for k, v in value.items()}
     return value
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,6 @@ from piqc_slurm.errors import ParseError, SacctError, StoreError, first_line
 OVERLAP = 6 * 3600  # re-read this much before the watermark
 FIRST_WINDOW = 86400  # no watermark yet: the last day
 SLICE = 86400
-SACCT_TIMEOUT = 300
 
 
 @dataclass
@@ -45,21 +43,6 @@ class IngestResult:
     summaries_newer: list[str] = field(default_factory=list)
     summaries_bad: list[str] = field(default_factory=list)
     window: tuple[int, int] | None = None
-
-
-def run_sacct(argv: list[str], env: dict[str, str], timeout: float = SACCT_TIMEOUT) -> str:
-    """Run sacct; its stdout, or SacctError with sacct's own last error line."""
-    try:
-        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
-                           errors="surrogateescape")
-    except FileNotFoundError:
-        raise SacctError(f"{argv[0]} not found (install slurm-client, or use --sacct-file)") from None
-    except subprocess.TimeoutExpired:
-        raise SacctError(f"sacct did not finish within {timeout:g}s (is slurmdbd overloaded?)") from None
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
-        raise SacctError(f"sacct failed: {last}")
-    return r.stdout
 
 
 def _watermark(engine: Engine, cluster: str) -> int | None:
@@ -93,6 +76,14 @@ def times_are_epoch(text: str) -> bool:
     values = lines[1].split(delim)
     i = names.index("submit")
     return i < len(values) and values[i].isascii() and values[i].isdigit()
+
+
+def _has_field(text: str, name: str) -> bool:
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            delim = "\x1f" if "\x1f" in line else "|"
+            return name in (n.strip().lower() for n in line.split(delim))
+    return False
 
 
 CHUNK_LINES = 50_000
@@ -189,6 +180,7 @@ def ingest(engine: Engine, *, cluster: str, since: int | None = None, until: int
            progress: Callable[[str], None] | None = None) -> IngestResult:
     """One ingest run. cluster: the watermark's key (and records' cluster when sacct omits it)."""
     from piqc_slurm.slurm.argv import sacct_argv, sacct_env, time_slices
+    from piqc_slurm.slurm.run import run_sacct
 
     say = progress or (lambda _m: None)
     res = IngestResult()
@@ -198,6 +190,9 @@ def ingest(engine: Engine, *, cluster: str, since: int | None = None, until: int
         except OSError as exc:
             raise SacctError(f"{sacct_file}: {exc.strerror}") from None
         epoch = times_are_epoch(text)
+        if not cluster and not _has_field(text, "cluster"):
+            raise SacctError(f"{sacct_file}: no Cluster column, and no cluster name is known: set `cluster` in "
+                             "the config (or run where `scontrol show config` works)")
         _store_records(engine, text, sacct_file, epoch=epoch, tz=file_tz, strict=strict, cluster=cluster, res=res,
                        progress=say)
         zone = "epoch seconds" if epoch else f"times read in zone {file_tz or 'UTC'}"
@@ -221,6 +216,7 @@ def ingest(engine: Engine, *, cluster: str, since: int | None = None, until: int
             say(f"sacct slice {i}/{len(slices)} {_iso(a)} .. {_iso(b)}: {res.jobs - before} job record(s)")
         if until is None:
             _set_watermark(engine, cluster, end)
+        _inventory_from_scontrol(engine, cluster, base, say)
     if spool_dirs:
         from piqc_slurm.spoolreplay import replay
 
@@ -236,8 +232,44 @@ def ingest(engine: Engine, *, cluster: str, since: int | None = None, until: int
     return res
 
 
+def _inventory_from_scontrol(engine: Engine, cluster: str, env: dict[str, str], say: Callable[[str], None]) -> None:
+    """Node GPU counts and types from `scontrol show node` into the inventory; a failure only warns."""
+    from piqc_slurm.slurm.parse import parse_node_gres
+    from piqc_slurm.slurm.run import scontrol_nodes
+    from piqc_slurm.store.inventory import from_scontrol
+
+    try:
+        gres = parse_node_gres(scontrol_nodes(env))
+    except SacctError as exc:
+        say(f"node inventory not updated: {exc}")
+        return
+    try:
+        with Session(engine) as s, s.begin():
+            n = from_scontrol(s, cluster, gres, int(time.time()))
+    except SQLAlchemyError as exc:
+        raise StoreError(f"writing the node inventory failed: {first_line(exc)}") from None
+    say(f"node inventory: {len(gres)} GPU node(s) from scontrol, {n} GPU row(s) added or changed")
+
+
+def resolve_cluster(configured: str, env: dict[str, str] | None = None) -> str:
+    """The one rule for a cluster's name: the config's `cluster`, else Slurm's ClusterName
+    (`scontrol show config`). Never a made-up literal: summaries carry SLURM_CLUSTER_NAME,
+    and jobs stored under another name would never meet them."""
+    if configured:
+        return configured
+    from piqc_slurm.slurm.run import scontrol_config_value
+
+    try:
+        name = scontrol_config_value("ClusterName", os.environ if env is None else env)
+    except SacctError as exc:
+        raise SacctError(f"cannot tell the cluster's name: set `cluster` in the config ({exc})") from None
+    if not name:
+        raise SacctError("cannot tell the cluster's name: scontrol shows no ClusterName; set `cluster` in the config")
+    return name
+
+
 def _iso(t: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
 
 
-__all__ = ["IngestResult", "ingest", "run_sacct", "ParseError"]
+__all__ = ["IngestResult", "ingest", "ParseError"]

@@ -159,3 +159,52 @@ CREATE TABLE findings (
 CREATE INDEX ix_findings_code ON findings (code);
 
 UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
+
+-- Running upgrade 0002 -> 0003
+
+ALTER TABLE jobs ADD COLUMN exit_signal INTEGER;
+
+ALTER TABLE jobs ADD COLUMN restarts INTEGER;
+
+ALTER TABLE jobs ADD COLUMN total_cpu_s FLOAT;
+
+ALTER TABLE gpu_usage ADD COLUMN util_hist JSON;
+
+CREATE TABLE job_gpus (
+    summary_id INTEGER NOT NULL,
+    minor INTEGER NOT NULL,
+    node VARCHAR(64) NOT NULL,
+    uuid VARCHAR(96),
+    source VARCHAR(16) NOT NULL,
+    PRIMARY KEY (summary_id, minor),
+    FOREIGN KEY(summary_id) REFERENCES node_summaries (id) ON DELETE CASCADE
+);
+
+CREATE TABLE node_gpus (
+    cluster VARCHAR(64) NOT NULL,
+    node VARCHAR(64) NOT NULL,
+    minor INTEGER NOT NULL,
+    gpu_type VARCHAR(32),
+    uuid VARCHAR(96),
+    name VARCHAR(128),
+    source VARCHAR(16) NOT NULL,
+    seen_at BIGINT NOT NULL,
+    PRIMARY KEY (cluster, node, minor)
+);
+
+CREATE TABLE price_overrides (
+    cluster VARCHAR(64) NOT NULL,
+    kind VARCHAR(16) NOT NULL,
+    "key" VARCHAR(64) NOT NULL,
+    usd FLOAT NOT NULL,
+    PRIMARY KEY (cluster, kind, "key")
+);
+
+CREATE TABLE catalog_overrides (
+    cluster VARCHAR(64) NOT NULL,
+    gpu_type VARCHAR(32) NOT NULL,
+    spec JSON NOT NULL,
+    PRIMARY KEY (cluster, gpu_type)
+);
+
+UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';

@@ -12,10 +12,14 @@
 -- GPU-hours are allocation-based: alloc_gpus * elapsed / 3600.
 
 -- Prices per GPU-hour for v_job_cost. Not part of the migrated schema (the
--- application prices jobs from the [prices] table of its config); a site
--- that wants cost in SQL fills this table the same way, `default` included:
+-- application prices jobs through piqc_slurm/usage/prices.py: stored
+-- scenario prices, [prices], the catalog, [partition_prices], the fallback);
+-- a site that wants cost in SQL fills this table with one row per gres type
+-- it uses, `default` included:
 --     INSERT INTO gpu_prices VALUES ('h100', 4.00), ('default', 2.00);
--- gpu_type is matched exactly against jobs.gpu_type (Slurm's gres type).
+-- gpu_type is matched exactly against jobs.gpu_type (Slurm's gres type): no
+-- catalog aliases, no partition prices. For GPU jobs whose gres types are all
+-- listed, cost_usd equals CostUSD (a test checks it); CPU-only jobs are 0 here.
 CREATE TABLE IF NOT EXISTS gpu_prices (
     gpu_type TEXT PRIMARY KEY,
     usd_per_gpu_hour DOUBLE PRECISION NOT NULL
@@ -28,10 +32,15 @@ DROP VIEW IF EXISTS v_idle_gpus;
 DROP VIEW IF EXISTS v_job_gpu;
 
 -- One row per job allocation. From the sampler (all node summaries joined to
--- the job, each GPU counted once by node and minor): gpus_sampled, gpus_used
--- (did work), gpus_idle (did no work: utilization ~0 and no memory beyond a
--- CUDA context), util_avg (mean of the sampled GPUs' mean utilization, %),
--- mem_peak_mib, energy_kwh. idle_gpu_hours = gpus_idle * elapsed / 3600.
+-- the job, one row per GPU per summary): gpus_sampled, gpus_used (did work:
+-- active for at least usage.min_active_share of its sampled time), gpus_idle
+-- (did no work), util_avg, mem_peak_mib, energy_kwh.
+-- idle_gpu_hours = gpus_idle * elapsed / 3600.
+-- util_avg is GPUUtilAvg's definition (piqc_slurm/usage/utilization.py; a
+-- test checks the two agree): each sampled GPU's mean utilization, weighted
+-- by its sampled seconds over the longest-sampled GPU of its node summary,
+-- summed, divided by the ALLOCATED GPU count (at least the sampled count),
+-- so an idle or unsampled allocated GPU counts as 0%.
 -- A job without sampler data has gpus_sampled 0 and NULL util_avg.
 CREATE VIEW v_job_gpu AS
 SELECT j.id AS job_ref,
@@ -53,21 +62,24 @@ SELECT j.id AS job_ref,
        COALESCE(g.gpus_used, 0) AS gpus_used,
        COALESCE(g.gpus_idle, 0) AS gpus_idle,
        CAST(COALESCE(g.gpus_idle, 0) * j.elapsed AS DOUBLE PRECISION) / 3600 AS idle_gpu_hours,
-       g.util_avg,
+       g.util_sum / (CASE WHEN j.alloc_gpus > g.gpus_sampled THEN j.alloc_gpus ELSE g.gpus_sampled END)
+           AS util_avg,
        g.mem_peak_mib,
        g.energy_kwh
   FROM jobs j
   LEFT JOIN (
         SELECT s.job_ref,
-               COUNT(DISTINCT s.node || ':' || CAST(u.minor AS TEXT)) AS gpus_sampled,
-               COUNT(DISTINCT CASE WHEN u.did_work THEN s.node || ':' || CAST(u.minor AS TEXT) END) AS gpus_used,
-               COUNT(DISTINCT CASE WHEN NOT u.did_work THEN s.node || ':' || CAST(u.minor AS TEXT) END)
-                   AS gpus_idle,
-               AVG(u.util_mean) AS util_avg,
+               COUNT(*) AS gpus_sampled,
+               SUM(CASE WHEN u.did_work THEN 1 ELSE 0 END) AS gpus_used,
+               SUM(CASE WHEN NOT u.did_work THEN 1 ELSE 0 END) AS gpus_idle,
+               COALESCE(SUM(u.util_mean * (CASE WHEN m.longest <= 0 OR u.seconds >= m.longest THEN 1.0
+                                                ELSE u.seconds / m.longest END)), 0) AS util_sum,
                MAX(u.mem_used_max_mib) AS mem_peak_mib,
                SUM(u.energy_j) / 3600000 AS energy_kwh
           FROM node_summaries s
           JOIN gpu_usage u ON u.summary_id = s.id
+          JOIN (SELECT summary_id, MAX(seconds) AS longest FROM gpu_usage GROUP BY summary_id) m
+            ON m.summary_id = s.id
          WHERE s.job_ref IS NOT NULL
          GROUP BY s.job_ref
        ) g ON g.job_ref = j.id;

@@ -12,6 +12,11 @@
  * while a job "uses" a GPU.  Formats, the energy model and the fault
  * switches are documented in docker-slurm/FAKE-GPU.md.
  *
+ * The optional per-load power_frac and sm/tensor/dram activity of the
+ * scenario vocabulary arrive as *_ppm state keys: power_frac replaces the
+ * util-based power, the activities feed the GPM metrics (H100/H200 names
+ * only).
+ *
  * Only what pynvml calls for a sampler is implemented.  Every entry point
  * returns real NVML error codes; nothing here prints except a one-line
  * diagnostic on stderr when the config file itself is malformed.
@@ -32,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -120,10 +126,52 @@ typedef struct {
 } nvmlTemperature_v1_t;
 #define nvmlTemperature_v1 NVML_STRUCT_VERSION(sizeof(nvmlTemperature_v1_t), 1) /* 0x0100000C */
 
+/* GPM (GPU Performance Monitoring, Hopper and later).  Samples are opaque
+ * handles the library allocates; metrics are computed between two samples. */
+typedef struct fake_gpm_sample *nvmlGpmSample_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned int isSupportedDevice;
+} nvmlGpmSupport_t;
+#define NVML_GPM_SUPPORT_VERSION 1
+
+typedef struct {
+    unsigned int metricId;
+    nvmlReturn_t nvmlReturn;
+    double value;
+    struct {
+        char *shortName;
+        char *longName;
+        char *unit;
+    } metricInfo;
+} nvmlGpmMetric_t;
+
+/* nvml.h sizes metrics[] with NVML_GPM_METRIC_MAX, which grows between
+ * releases (pynvml 13.x: 477); only the first numMetrics entries are touched. */
+typedef struct {
+    unsigned int version;
+    unsigned int numMetrics;
+    nvmlGpmSample_t sample1;
+    nvmlGpmSample_t sample2;
+    nvmlGpmMetric_t metrics[];
+} nvmlGpmMetricsGet_t;
+#define NVML_GPM_METRICS_GET_VERSION 1
+#define FAKE_GPM_METRIC_MAX 477u     /* pynvml's NVML_GPM_METRIC_MAX */
+
+enum {
+    NVML_GPM_METRIC_SM_UTIL = 2,
+    NVML_GPM_METRIC_SM_OCCUPANCY = 3,
+    NVML_GPM_METRIC_ANY_TENSOR_UTIL = 5,
+    NVML_GPM_METRIC_DRAM_BW_UTIL = 10
+};
+
 _Static_assert(sizeof(nvmlMemory_v2_t) == 40, "nvmlMemory_v2_t layout");
 _Static_assert(sizeof(nvmlProcessInfo_v1_t) == 16, "nvmlProcessInfo_v1_t layout");
 _Static_assert(sizeof(nvmlProcessInfo_t) == 24, "nvmlProcessInfo_t layout");
 _Static_assert(sizeof(nvmlTemperature_v1_t) == 12, "nvmlTemperature_v1_t layout");
+_Static_assert(sizeof(nvmlGpmMetric_t) == 40, "nvmlGpmMetric_t layout");
+_Static_assert(sizeof(nvmlGpmMetricsGet_t) == 24, "nvmlGpmMetricsGet_t header layout");
 
 /* ---- the fake's own model ---- */
 
@@ -147,6 +195,12 @@ _Static_assert(sizeof(nvmlTemperature_v1_t) == 12, "nvmlTemperature_v1_t layout"
 #define FAKE_MEM_MHZ 2619u
 #define FAKE_TEMP_IDLE_C 32u
 #define FAKE_TEMP_RISE_C 45u       /* at 100 % util */
+/* State-file fractions (power_frac, sm/tensor/dram activity) are in ppm. */
+#define FAKE_PPM 1000000u
+/* |extra_mw| and |extra_mj| bounds accepted in energy files. */
+#define FAKE_MAX_EXTRA_MW 100000000LL
+#define FAKE_MAX_EXTRA_MJ (LLONG_MAX / 1024)
+#define FAKE_GPM_MAGIC 0x6670676du   /* "fpgm" */
 
 struct fake_dev {
     unsigned index;                /* NVML index = order of gpu lines */
@@ -156,6 +210,7 @@ struct fake_dev {
     unsigned long long mem_total_mib;
     unsigned power_limit_w;
     int lost;                      /* fault gpu_lost:<minor> */
+    int gpm;                       /* GPM supported: name says H100 or H200 */
 };
 typedef struct fake_dev *nvmlDevice_t;
 
@@ -173,12 +228,28 @@ struct fake_conf {
 };
 
 /* What a state file says right now (all zero = idle). */
+enum { FAKE_ACT_SM, FAKE_ACT_TENSOR, FAKE_ACT_DRAM, FAKE_N_ACT };
+
 struct fake_live {
     unsigned util;
     unsigned mem_util;
     unsigned long long mem_used_mib;
     int process;
     unsigned pid;
+    int have_power;                /* power_frac_ppm given: power = limit * ppm */
+    unsigned power_ppm;
+    int have_act[FAKE_N_ACT];      /* sm/tensor/dram_active_ppm given */
+    unsigned act_ppm[FAKE_N_ACT];
+};
+
+/* What nvmlGpmSampleGet recorded (a snapshot of the state file). */
+struct fake_gpm_sample {
+    unsigned magic;                /* FAKE_GPM_MAGIC while allocated */
+    int filled;                    /* nvmlGpmSampleGet succeeded into it */
+    unsigned dev_index;
+    double t;                      /* CLOCK_BOOTTIME seconds */
+    int have_act[FAKE_N_ACT];
+    unsigned act_ppm[FAKE_N_ACT];
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -249,6 +320,17 @@ static int parse_ull(const char *s, unsigned long long max, unsigned long long *
     return 0;
 }
 
+/* Parse a signed decimal with |value| <= maxabs; 0 on success. */
+static int parse_ll(const char *s, long long maxabs, long long *out)
+{
+    unsigned long long v;
+    int neg = s && *s == '-';
+    if (parse_ull(neg ? s + 1 : s, (unsigned long long)maxabs, &v))
+        return -1;
+    *out = neg ? -(long long)v : (long long)v;
+    return 0;
+}
+
 static int parse_uint(const char *s, unsigned max, unsigned *out)
 {
     unsigned long long v;
@@ -271,6 +353,19 @@ static double boottime_s(void)
     if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0 && clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
         return 0.0;
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Does `name` hold `model` (case-insensitive) not followed by a letter or
+ * digit?  "NVIDIA H100 80GB HBM3" and "NVIDIA GH200 480GB" hold H100/H200;
+ * "H1000" would not. */
+static int name_has_model(const char *name, const char *model)
+{
+    size_t n = strlen(model);
+    for (const char *p = name; *p; p++) {
+        if (strncasecmp(p, model, n) == 0 && !isalnum((unsigned char)p[n]))
+            return 1;
+    }
+    return 0;
 }
 
 /* ---- config ---- */
@@ -336,6 +431,7 @@ static int parse_gpu_line(struct fake_conf *c, char *rest, const char *path, uns
         return conf_error(path, line, "bad power_limit_w");
     if (copy_str(d->name, sizeof d->name, name))
         return conf_error(path, line, "name too long (at most 95 bytes)");
+    d->gpm = name_has_model(d->name, "H100") || name_has_model(d->name, "H200");
     for (unsigned i = 0; i < c->n; i++) {
         if (c->dev[i].minor == d->minor)
             return conf_error(path, line, "duplicate minor number");
@@ -541,6 +637,20 @@ static void read_live(const struct fake_dev *d, struct fake_live *out)
         } else if (strcmp(key, "process") == 0) {
             bad = x > 1;
             v.process = (int)x;
+        } else if (strcmp(key, "power_frac_ppm") == 0) {
+            bad = x > FAKE_PPM;
+            v.power_ppm = (unsigned)x;
+            v.have_power = 1;
+        } else {
+            static const char *const act_keys[FAKE_N_ACT] = {
+                "sm_active_ppm", "tensor_active_ppm", "dram_active_ppm"};
+            for (int k = 0; k < FAKE_N_ACT; k++) {
+                if (strcmp(key, act_keys[k]) == 0) {
+                    bad = x > FAKE_PPM;
+                    v.act_ppm[k] = (unsigned)x;
+                    v.have_act[k] = 1;
+                }
+            }
         }                          /* unknown keys: ignored (forward compatible) */
     }
     if (ferror(f))
@@ -559,18 +669,25 @@ static unsigned idle_mw(const struct fake_dev *d)
     return idle * 1000u;
 }
 
-static unsigned power_mw(const struct fake_dev *d, unsigned util)
+/* Power (mW): power_frac of the limit when the load set it, else idle plus
+ * util percent of the range up to the limit.  fakegpu-work's extra_mw()
+ * uses the same integer arithmetic. */
+static unsigned power_mw(const struct fake_dev *d, const struct fake_live *v)
 {
     unsigned long long idle = idle_mw(d), limit = (unsigned long long)d->power_limit_w * 1000u;
-    return (unsigned)(idle + (limit - idle) * util / 100u);
+    if (v->have_power)
+        return (unsigned)(limit * v->power_ppm / FAKE_PPM);
+    return (unsigned)(idle + (limit - idle) * v->util / 100u);
 }
 
 /* Parse one gpu<minor>.energy.<uid> file and return its extra energy (mJ)
- * at time now: extra_mj + extra_mw * clamp(now - stamp, 0, 1 s). */
-static unsigned long long energy_file_mj(const char *path, double now)
+ * at time now: extra_mj + extra_mw * clamp(now - stamp, 0, 1 s).  Both may
+ * be negative: a load whose power_frac is below idle power draws less than
+ * idle, so its "extra" energy shrinks (the total still grows). */
+static long long energy_file_mj(const char *path, double now)
 {
     char buf[256];
-    unsigned long long extra_mj = 0, extra_mw = 0;
+    long long extra_mj = 0, extra_mw = 0;
     double stamp = now, dt;
     FILE *f = fopen(path, "re");
 
@@ -584,10 +701,10 @@ static unsigned long long energy_file_mj(const char *path, double now)
         if (!key || !val)
             continue;
         if (strcmp(key, "extra_mj") == 0) {
-            if (parse_ull(val, ULLONG_MAX / 4, &extra_mj))
+            if (parse_ll(val, FAKE_MAX_EXTRA_MJ, &extra_mj))
                 extra_mj = 0;
         } else if (strcmp(key, "extra_mw") == 0) {
-            if (parse_ull(val, 100000000ULL, &extra_mw))
+            if (parse_ll(val, FAKE_MAX_EXTRA_MW, &extra_mw))
                 extra_mw = 0;
         } else if (strcmp(key, "stamp") == 0) {
             errno = 0;
@@ -602,7 +719,7 @@ static unsigned long long energy_file_mj(const char *path, double now)
         dt = 0;
     if (dt > FAKE_ENERGY_PROJECT_S)
         dt = FAKE_ENERGY_PROJECT_S;
-    return extra_mj + (unsigned long long)((double)extra_mw * dt);
+    return extra_mj + (long long)((double)extra_mw * dt);
 }
 
 /* Energy (mJ) = idle power integrated over CLOCK_BOOTTIME + the extra
@@ -610,6 +727,7 @@ static unsigned long long energy_file_mj(const char *path, double now)
 static unsigned long long energy_mj(const struct fake_dev *d)
 {
     double now = boottime_s();
+    long long extra = 0;
     unsigned long long total = (unsigned long long)((double)idle_mw(d) * now);
     char prefix[32], path[FAKE_PATH_LEN + 300];
     size_t plen;
@@ -629,10 +747,14 @@ static unsigned long long energy_mj(const struct fake_dev *d)
             if (*p)
                 continue;          /* not gpu<minor>.energy.<digits> */
             snprintf(path, sizeof path, "%s/%s", g_conf.state_dir, e->d_name);
-            total += energy_file_mj(path, now);
+            extra += energy_file_mj(path, now);
         }
         closedir(dir);
     }
+    if (extra < 0)
+        total = (unsigned long long)-extra > total ? 0 : total - (unsigned long long)-extra;
+    else
+        total += (unsigned long long)extra;
     pthread_mutex_lock(&g_energy_lock);
     if (total < g_energy_last[d->index])
         total = g_energy_last[d->index];
@@ -981,7 +1103,7 @@ NVML_API nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int 
     if (g_conf.power_not_supported)
         return NVML_ERROR_NOT_SUPPORTED;
     read_live(d, &v);
-    *power = power_mw(d, v.util);
+    *power = power_mw(d, &v);
     return NVML_SUCCESS;
 }
 
@@ -1152,4 +1274,140 @@ NVML_API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses(nvmlDevice_t device,
     struct fake_live v;
     (void)infos;
     return processes_of(device, infoCount, 0, &d, &v);
+}
+
+/* ---- GPM (GPU Performance Monitoring) ----
+ *
+ * Only GPUs whose name says H100 or H200 support GPM.  A sample snapshots
+ * the sm/tensor/dram activity the state file gives (fakegpu-work's
+ * sm_active, tensor_active, dram_active); a metric between two samples is
+ * their mean, as a percent.  A metric the load did not set (in either
+ * sample) is "not measured": its nvmlReturn is NVML_ERROR_NOT_SUPPORTED,
+ * never 0.  SM_OCCUPANCY and every other metric id are likewise
+ * NOT_SUPPORTED: the load vocabulary has nothing to derive them from. */
+
+static struct fake_gpm_sample *gpm_sample_of(nvmlGpmSample_t sample)
+{
+    return (sample && sample->magic == FAKE_GPM_MAGIC) ? sample : NULL;
+}
+
+NVML_API nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t device, nvmlGpmSupport_t *gpmSupport)
+{
+    const struct fake_dev *d;
+    nvmlReturn_t r = dev_check(device, &d);
+    if (r)
+        return r;
+    if (!gpmSupport)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (gpmSupport->version != NVML_GPM_SUPPORT_VERSION)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    gpmSupport->isSupportedDevice = d->gpm ? 1u : 0u;
+    return NVML_SUCCESS;
+}
+
+NVML_API nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *gpmSample)
+{
+    struct fake_gpm_sample *s;
+    if (!initialized())
+        return NVML_ERROR_UNINITIALIZED;
+    if (!gpmSample)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return NVML_ERROR_MEMORY;
+    s->magic = FAKE_GPM_MAGIC;
+    *gpmSample = s;
+    return NVML_SUCCESS;
+}
+
+NVML_API nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t gpmSample)
+{
+    struct fake_gpm_sample *s = gpm_sample_of(gpmSample);
+    if (!s)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    s->magic = 0;
+    free(s);
+    return NVML_SUCCESS;
+}
+
+NVML_API nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t device, nvmlGpmSample_t gpmSample)
+{
+    const struct fake_dev *d;
+    struct fake_gpm_sample *s;
+    struct fake_live v;
+    nvmlReturn_t r = dev_check(device, &d);
+    if (r)
+        return r;
+    s = gpm_sample_of(gpmSample);
+    if (!s)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (!d->gpm)
+        return NVML_ERROR_NOT_SUPPORTED;
+    read_live(d, &v);
+    s->dev_index = d->index;
+    s->t = boottime_s();
+    for (int k = 0; k < FAKE_N_ACT; k++) {
+        s->have_act[k] = v.have_act[k];
+        s->act_ppm[k] = v.act_ppm[k];
+    }
+    s->filled = 1;
+    return NVML_SUCCESS;
+}
+
+static void gpm_metric(nvmlGpmMetric_t *m, const struct fake_gpm_sample *a,
+                       const struct fake_gpm_sample *b)
+{
+    int act = -1;
+    m->value = 0.0;
+    m->metricInfo.shortName = m->metricInfo.longName = m->metricInfo.unit = NULL;
+    switch (m->metricId) {
+    case NVML_GPM_METRIC_SM_UTIL:
+        act = FAKE_ACT_SM;
+        m->metricInfo.shortName = (char *)"SM_UTIL";
+        m->metricInfo.longName = (char *)"SM utilization";
+        break;
+    case NVML_GPM_METRIC_ANY_TENSOR_UTIL:
+        act = FAKE_ACT_TENSOR;
+        m->metricInfo.shortName = (char *)"ANY_TENSOR_UTIL";
+        m->metricInfo.longName = (char *)"Any tensor utilization";
+        break;
+    case NVML_GPM_METRIC_DRAM_BW_UTIL:
+        act = FAKE_ACT_DRAM;
+        m->metricInfo.shortName = (char *)"DRAM_BW_UTIL";
+        m->metricInfo.longName = (char *)"DRAM bandwidth utilization";
+        break;
+    default:
+        break;
+    }
+    if (m->metricId == 0 || m->metricId >= FAKE_GPM_METRIC_MAX) {
+        m->nvmlReturn = NVML_ERROR_INVALID_ARGUMENT;
+        return;
+    }
+    if (act < 0 || !a->have_act[act] || !b->have_act[act]) {
+        m->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;   /* not measured */
+        return;
+    }
+    m->metricInfo.unit = (char *)"%";
+    m->value = ((double)a->act_ppm[act] + (double)b->act_ppm[act]) / 2.0 / (FAKE_PPM / 100u);
+    m->nvmlReturn = NVML_SUCCESS;
+}
+
+NVML_API nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *metricsGet)
+{
+    const struct fake_gpm_sample *a, *b;
+    if (!initialized())
+        return NVML_ERROR_UNINITIALIZED;
+    if (!metricsGet)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (metricsGet->version != NVML_GPM_METRICS_GET_VERSION)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    a = gpm_sample_of(metricsGet->sample1);
+    b = gpm_sample_of(metricsGet->sample2);
+    if (metricsGet->numMetrics == 0 || metricsGet->numMetrics > FAKE_GPM_METRIC_MAX ||
+        !a || !b || a == b || !a->filled || !b->filled || a->dev_index != b->dev_index ||
+        !(b->t > a->t))
+        return NVML_ERROR_INVALID_ARGUMENT;
+    for (unsigned i = 0; i < metricsGet->numMetrics; i++)
+        gpm_metric(&metricsGet->metrics[i], a, b);
+    return NVML_SUCCESS;
 }

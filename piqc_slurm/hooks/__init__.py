@@ -17,7 +17,7 @@ def run_hook(verb: str, env: dict[str, str] | None = None) -> int:
     job = env.get("SLURM_JOB_ID", "?")
     try:
         from piqc_slurm import config
-        from piqc_slurm.hooks.logsetup import HookLog
+        from piqc_slurm.logsetup import HookLog
 
         try:
             cfg = config.load(env=env)
@@ -30,7 +30,7 @@ def run_hook(verb: str, env: dict[str, str] | None = None) -> int:
             from piqc_slurm.hooks.prolog import run
         else:
             from piqc_slurm.hooks.epilog import run
-            from piqc_slurm.hooks.logsetup import hook_logger
+            from piqc_slurm.logsetup import hook_logger
 
             hook_logger(env, use_syslog=cfg["syslog"], level=cfg["log_level"])  # for library code's warnings
         what = run(env, cfg)
@@ -38,7 +38,7 @@ def run_hook(verb: str, env: dict[str, str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - a hook must never fail the job
         try:
             if log is None:
-                from piqc_slurm.hooks.logsetup import HookLog
+                from piqc_slurm.logsetup import HookLog
 
                 log = HookLog()
             log.error("%s job=%s: failed: %s: %s", verb, job, type(exc).__name__, exc)

@@ -14,9 +14,9 @@ import signal
 import time
 from pathlib import Path
 
-from piqc_slurm.hooks import summary as summary_mod
 from piqc_slurm.hooks.context import JobContext, from_env, is_batch_host
 from piqc_slurm.hooks.spool import Spool, read_json, write_json_atomic
+from piqc_slurm.summary import build as build_summary
 
 log = logging.getLogger("piqc-slurm")
 
@@ -58,6 +58,8 @@ def _load_checkpoint(run_dir: Path) -> tuple[dict | None, str | None]:
 
 
 def run(env: dict[str, str], cfg, now: float | None = None) -> str:
+    # The job's end, as near as the Epilog can tell: taken before the sampler is stopped.
+    now = time.time() if now is None else now
     ctx = from_env(env, cfg["cluster"])
     if not ctx.gpus:
         return "no GPUs: nothing to summarise"
@@ -81,9 +83,12 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
                 partial, reason = True, why or "sampler ended without a final checkpoint"
             elif checkpoint is None:
                 partial, reason = True, f"{why + '; ' if why else ''}{ck_err}"
-    now = time.time() if now is None else now
-    summary = summary_mod.build(job, checkpoint, ended=now, partial=partial, partial_reason=reason,
-                                monitor=monitor, interval=interval)
+    from piqc_slurm.usage.catalog import load_catalog
+
+    catalog = load_catalog()
+    summary = build_summary(job, checkpoint, ended=now, partial=partial, partial_reason=reason,
+                            monitor=monitor, interval=interval, catalog=catalog,
+                            min_share=cfg["usage.min_active_share"])
     spool.make_outbox()
     # The outbox name carries the run's start: Slurm can reuse a job id (a
     # database reset), and a new run must never replace an old run's summary.
@@ -94,7 +99,7 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
     write_json_atomic(spool.summary_path(out_key), summary)
     notes = [f"summary spooled ({'partial: ' + reason if partial else 'complete'})"]
     if cfg["epilog.user_report"]:
-        notes.append(_user_report(ctx, summary, spool, cfg, out_key))
+        notes.append(_user_report(ctx, summary, spool, cfg, out_key, catalog))
     try:
         from piqc_slurm.hooks.deliver import deliver
 
@@ -105,9 +110,10 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
     return "; ".join(notes)
 
 
-def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str) -> str:
+def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str, catalog) -> str:
     from piqc_slurm.hooks.userreport import PatternError, PatternInputs, append_as_user, expand_output_path
     from piqc_slurm.report.epilog_text import render
+    from piqc_slurm.usage.prices import Prices
 
     if not is_batch_host(ctx):
         return "report: not the batch host"
@@ -122,7 +128,7 @@ def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str
             array_job_id=ctx.array_job_id, array_task_id=ctx.array_task_id))
     except PatternError as exc:
         return f"report: {exc}"
-    result = append_as_user(path, "\n" + render(summary, cfg["prices"]), ctx.uid, ctx.gid, ctx.user,
+    result = append_as_user(path, "\n" + render(summary, Prices.from_config(cfg, catalog)), ctx.uid, ctx.gid, ctx.user,
                             cfg["epilog.report_timeout"])
     if result == "ok":
         marker.touch(mode=0o600)

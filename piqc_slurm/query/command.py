@@ -97,7 +97,7 @@ def add_sacct_command(group: click.Group, load_config: Callable[[click.Context],
         opts = options_from(ctx)
         cfg = load_config(ctx)
         url = store_url(ctx, cfg)
-        settings = Settings(prices=cfg["prices"], admin_users=cfg["access.admin_users"],
+        settings = Settings(config=cfg, admin_users=cfg["access.admin_users"],
                             admin_groups=cfg["access.admin_groups"], cluster=cfg["cluster"])
         import sys
 

@@ -1,26 +1,21 @@
 """The GPU fields of `piqc-slurm sacct`, from the sampler's per-GPU rows.
 
-A job's GPUs are the gpu_usage rows of every node summary joined to it
-(node_summaries.job_ref = jobs.id): one row per GPU per node.
+Every figure is defined once in piqc_slurm/usage/ and only formatted here:
 
   AllocGPUs   jobs.alloc_gpus (AllocTRES), whatever the sampler saw
   GPUType     jobs.gpu_type (the gres type), else the sampler's one type
-  GPUsUsed    GPUs with did_work true
-  GPUUtilAvg  sum over sampled GPUs of util_mean x (its sampled seconds /
-              the longest sampled GPU of its node), divided by the
-              ALLOCATED GPU count (at least the sampled count): an idle or
-              unsampled allocated GPU counts as 0%, a GPU lost half way
-              counts half; one decimal
+  GPUsUsed    GPUs with did_work true (usage.rules)
+  GPUUtilAvg  usage.utilization.util_over_allocation: an idle or unsampled
+              allocated GPU counts as 0%, a GPU lost half way counts half;
+              one decimal
   GPUMemPeak  max mem_used_max_mib / 1024, GiB, two decimals
   GPUEnergy   sum energy_j / 3.6e6, kWh, three decimals
-  CostUSD     AllocGPUs x Elapsed hours x price (config [prices], then the
-              catalog, then prices.default); two decimals
+  CostUSD     usage.cost.job_cost with the cluster's prices (usage.prices
+              for the lookup order); two decimals, rounded half-up
   WasteUSD, Findings, AdviceGPUs, AdviceTier
               from a FindingsSource. Until `piqc-slurm analyze` keeps
               findings in the store, IdleShareEstimate gives no codes and
-              no advice, and WasteUSD = CostUSD x (GPUs that did no work /
-              AllocGPUs). A findings-table source replaces it by
-              implementing FindingsSource.for_jobs.
+              no advice, and WasteUSD = CostUSD x usage.utilization.idle_share.
 Without sampler data (no summary, or one with no GPU rows) the sampler
 fields print empty (JSON null); AllocGPUs, GPUType and CostUSD do not need
 it."""
@@ -28,26 +23,18 @@ it."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from piqc_slurm.query.store import Reader
-
-
-@dataclass
-class GpuStats:
-    gpus: int = 0                 # sampled GPU rows
-    used: int = 0                 # did_work true
-    idle: int = 0                 # did_work false
-    util_sum: float = 0.0         # sum of time-weighted util_mean
-    mem_peak_mib: float | None = None
-    energy_j: float | None = None
-    types: set[str] = field(default_factory=set)
-
+from piqc_slurm.usage.cost import job_cost, money, money_text, parts_of
+from piqc_slurm.usage.prices import PriceBook
+from piqc_slurm.usage.utilization import GpuStats, fold, idle_share, util_over_allocation
 
 _GPU_SQL = ('SELECT s."job_ref", s."id", g."seconds", g."util_mean", g."did_work", g."mem_used_max_mib", '
             'g."energy_j", g."gpu_type" FROM node_summaries s JOIN gpu_usage g ON g."summary_id" = s."id" '
             'WHERE s."job_ref" IN ({ids})')
+_KEYS = ("job_ref", "node", "seconds", "util_mean", "did_work", "mem_used_max_mib", "energy_j", "gpu_type")
 
 
 def load_gpu_stats(reader: Reader, job_refs: Sequence[int]) -> dict[int, GpuStats]:
@@ -55,30 +42,23 @@ def load_gpu_stats(reader: Reader, job_refs: Sequence[int]) -> dict[int, GpuStat
     if not job_refs:
         return {}
     params = {f"r{i}": r for i, r in enumerate(job_refs)}
-    rows = reader.all(_GPU_SQL.format(ids=", ".join(f":{k}" for k in params)), params)
-    longest: dict[int, float] = {}
-    for _ref, sid, seconds, *_rest in rows:
-        longest[sid] = max(longest.get(sid, 0.0), float(seconds or 0.0))
-    out: dict[int, GpuStats] = {}
-    for ref, sid, seconds, util, did_work, mem_max, energy, gtype in rows:
-        st = out.setdefault(ref, GpuStats())
-        st.gpus += 1
-        if did_work is not None:
-            if bool(did_work):
-                st.used += 1
-            else:
-                st.idle += 1
-        if util is not None:
-            span = longest.get(sid, 0.0)
-            weight = min(1.0, float(seconds or 0.0) / span) if span > 0 else 1.0
-            st.util_sum += float(util) * weight
-        if mem_max is not None:
-            st.mem_peak_mib = max(st.mem_peak_mib or 0.0, float(mem_max))
-        if energy is not None:
-            st.energy_j = (st.energy_j or 0.0) + float(energy)
-        if gtype:
-            st.types.add(gtype)
-    return out
+    by_job: dict[int, list[dict]] = {}
+    for row in reader.all(_GPU_SQL.format(ids=", ".join(f":{k}" for k in params)), params):
+        d = dict(zip(_KEYS, row, strict=True))
+        by_job.setdefault(d["job_ref"], []).append(d)
+    return {ref: fold(rows) for ref, rows in by_job.items()}
+
+
+def load_price_book(reader: Reader, cfg) -> PriceBook:
+    """The config's prices and catalog plus every cluster's stored overrides."""
+    from piqc_slurm.store.overrides import load_overrides
+    from piqc_slurm.usage.catalog import load_catalog
+
+    if cfg is None:
+        from piqc_slurm.config import Config, defaults
+
+        cfg = Config(defaults())
+    return PriceBook(cfg, load_catalog(), load_overrides(lambda sql: reader.all(sql, {})))
 
 
 @dataclass(frozen=True)
@@ -112,15 +92,14 @@ class IdleShareEstimate:
     def for_jobs(self, reader: Reader, jobs: Sequence[JobGpu]) -> Mapping[int, JobFindings]:
         out = {}
         for j in jobs:
-            if j.stats is None or j.stats.gpus == 0:
-                continue
-            alloc = max(j.alloc_gpus, j.stats.gpus)
-            share = min(j.stats.idle, alloc) / alloc if alloc else 0.0
-            out[j.ref] = JobFindings(waste_usd=j.cost_usd * share)
+            share = idle_share(j.stats, j.alloc_gpus)
+            if share is not None:
+                out[j.ref] = JobFindings(waste_usd=j.cost_usd * share)
         return out
 
 
 def price_type(gpu_type: str | None, stats: GpuStats | None) -> str | None:
+    """The job's GPU type: Slurm's gres type, else the one type the sampler saw."""
     if gpu_type:
         return gpu_type
     if stats is not None and len(stats.types) == 1:
@@ -128,12 +107,13 @@ def price_type(gpu_type: str | None, stats: GpuStats | None) -> str | None:
     return None
 
 
-def cost_usd(alloc_gpus: int, elapsed_s: int, gpu_type: str | None, prices: Mapping[str, float]) -> float:
-    if alloc_gpus <= 0 or elapsed_s <= 0:
-        return 0.0
-    from piqc_slurm.catalog import price
-
-    return alloc_gpus * (elapsed_s / 3600.0) * price(gpu_type, dict(prices))
+def job_gpu(ref: int, *, cluster: str, alloc_gpus: int, gpu_type: str | None, alloc_tres: str, elapsed_s: int,
+            partition: str, cpus: int, stats: GpuStats | None, book: PriceBook) -> JobGpu:
+    """One job's inputs to its GPU fields, priced by usage.cost (the one definition of cost)."""
+    gtype = price_type(gpu_type, stats)
+    cost = job_cost(parts_of(alloc_gpus, gtype, alloc_tres), elapsed_s, book.for_cluster(cluster),
+                    partition=partition, cpus=cpus)
+    return JobGpu(ref=ref, alloc_gpus=alloc_gpus, gpu_type=gtype, cost_usd=cost.usd, stats=stats)
 
 
 @dataclass(frozen=True)
@@ -158,8 +138,8 @@ class GpuValues:
             "GPUUtilAvg": None if self.util_avg is None else round(self.util_avg, 1),
             "GPUMemPeak": None if self.mem_peak_gib is None else round(self.mem_peak_gib, 2),
             "GPUEnergy": None if self.energy_kwh is None else round(self.energy_kwh, 3),
-            "CostUSD": round(self.cost_usd, 2),
-            "WasteUSD": None if self.waste_usd is None else round(self.waste_usd, 2),
+            "CostUSD": money(self.cost_usd),
+            "WasteUSD": money(self.waste_usd),
             "Findings": list(self.findings), "AdviceGPUs": self.advice_gpus, "AdviceTier": self.advice_tier,
         }
 
@@ -170,8 +150,8 @@ class GpuValues:
             "AllocGPUs": str(self.alloc_gpus), "GPUType": self.gpu_type or "",
             "GPUsUsed": "" if self.gpus_used is None else str(self.gpus_used),
             "GPUUtilAvg": num(self.util_avg, 1), "GPUMemPeak": num(self.mem_peak_gib, 2),
-            "GPUEnergy": num(self.energy_kwh, 3), "CostUSD": num(self.cost_usd, 2),
-            "WasteUSD": num(self.waste_usd, 2), "Findings": ",".join(self.findings),
+            "GPUEnergy": num(self.energy_kwh, 3), "CostUSD": money_text(self.cost_usd),
+            "WasteUSD": money_text(self.waste_usd), "Findings": ",".join(self.findings),
             "AdviceGPUs": "" if self.advice_gpus is None else str(self.advice_gpus),
             "AdviceTier": self.advice_tier or "",
         }
@@ -180,9 +160,7 @@ class GpuValues:
 def gpu_values(job: JobGpu, found: JobFindings | None) -> GpuValues:
     st = job.stats if job.stats is not None and job.stats.gpus > 0 else None
     alloc = job.alloc_gpus
-    util = None
-    if st is not None:
-        util = st.util_sum / max(alloc, st.gpus)
+    util = util_over_allocation(st, alloc)
     return GpuValues(
         alloc_gpus=alloc,
         gpu_type=price_type(job.gpu_type, st),
@@ -198,12 +176,16 @@ def gpu_values(job: JobGpu, found: JobFindings | None) -> GpuValues:
     )
 
 
-def values_for_job(reader: Reader, ref: int, alloc_gpus: int, elapsed_s: int, gpu_type: str | None,
-                   prices: Mapping[str, float], findings: FindingsSource | None = None) -> GpuValues:
-    """One job's GPU values, as `sacct` computes them (seff uses this, so the two agree)."""
+def values_for_job(reader: Reader, job: Mapping[str, Any], book: PriceBook, now: int | None = None,
+                   findings: FindingsSource | None = None) -> GpuValues:
+    """One job's GPU values (job: its `jobs` row as a dict), as `sacct` computes them: seff uses this."""
+    ref = job["id"]
     st = load_gpu_stats(reader, [ref]).get(ref)
-    gtype = price_type(gpu_type, st)
-    job = JobGpu(ref=ref, alloc_gpus=alloc_gpus, gpu_type=gtype, stats=st,
-                 cost_usd=cost_usd(alloc_gpus, elapsed_s, gtype, prices))
-    found = (findings or IdleShareEstimate()).for_jobs(reader, [job]).get(ref)
-    return gpu_values(job, found)
+    elapsed = job["elapsed"] or 0
+    if job.get("start") and not job.get("end") and now is not None:
+        elapsed = max(now - job["start"], 0)  # still running: so far
+    j = job_gpu(ref, cluster=job["cluster"], alloc_gpus=job["alloc_gpus"] or 0, gpu_type=job["gpu_type"],
+                alloc_tres=job["alloc_tres"] or "", elapsed_s=elapsed, partition=job["partition"] or "",
+                cpus=job["alloc_cpus"] or 0, stats=st, book=book)
+    found = (findings or IdleShareEstimate()).for_jobs(reader, [j]).get(ref)
+    return gpu_values(j, found)

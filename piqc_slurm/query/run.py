@@ -18,11 +18,10 @@ from piqc_slurm.query.access import Caller, is_admin, resolve_users
 from piqc_slurm.query.gpu import (
     FindingsSource,
     IdleShareEstimate,
-    JobGpu,
-    cost_usd,
     gpu_values,
+    job_gpu,
     load_gpu_stats,
-    price_type,
+    load_price_book,
 )
 from piqc_slurm.query.jobids import parse_jobs
 from piqc_slurm.query.render import PARSABLE, PARSABLE2, TABLE, Renderer
@@ -30,6 +29,7 @@ from piqc_slurm.query.select import COLUMNS, Selection, build_query, default_win
 from piqc_slurm.query.states import parse_states
 from piqc_slurm.query.store import Reader
 from piqc_slurm.query.timefmt import NO_VAL, TimeFormatter
+from piqc_slurm.usage.prices import PriceBook
 
 _IX = {c: i for i, c in enumerate(COLUMNS)}
 BATCH = 1000
@@ -63,7 +63,8 @@ class Options:
 class Settings:
     """What comes from the config and the host."""
 
-    prices: Mapping[str, float] = field(default_factory=dict)
+    config: Any = None                # a piqc Config (prices, catalog); None: built-in defaults
+    prices: PriceBook | None = None   # built from config and the store's overrides on first use
     admin_users: Sequence[str] = ("root",)
     admin_groups: Sequence[str] = ()
     cluster: str = ""
@@ -258,13 +259,12 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
 def _gpu_for(reader: Reader, rows: list[tuple], now: int, settings: Settings) -> dict:
     refs = [r[_IX["id"]] for r in rows]
     stats = load_gpu_stats(reader, refs)
-    jobs = []
-    for r in rows:
-        st = stats.get(r[_IX["id"]])
-        alloc = r[_IX["alloc_gpus"]] or 0
-        gtype = r[_IX["gpu_type"]]
-        jobs.append(JobGpu(ref=r[_IX["id"]], alloc_gpus=alloc, gpu_type=gtype,
-                           cost_usd=cost_usd(alloc, _elapsed(r, now), price_type(gtype, st), settings.prices),
-                           stats=st))
+    book = settings.prices
+    if book is None:
+        book = settings.prices = load_price_book(reader, settings.config)
+    jobs = [job_gpu(r[_IX["id"]], cluster=r[_IX["cluster"]], alloc_gpus=r[_IX["alloc_gpus"]] or 0,
+                    gpu_type=r[_IX["gpu_type"]], alloc_tres=r[_IX["alloc_tres"]] or "",
+                    elapsed_s=_elapsed(r, now), partition=r[_IX["partition"]] or "", cpus=r[_IX["alloc_cpus"]] or 0,
+                    stats=stats.get(r[_IX["id"]]), book=book) for r in rows]
     found = settings.findings.for_jobs(reader, jobs)
     return {j.ref: gpu_values(j, found.get(j.ref)) for j in jobs}

@@ -1,12 +1,20 @@
 """The short GPU report appended to a job's own output file. Pure: a
 summary and prices in, plain text out (no HTML: it lands in a text file the
-user reads with less)."""
+user reads with less).
+
+Its cost is usage.cost.job_cost, the definition `sacct`'s CostUSD and `seff`
+use, over this node's GPUs and the run's elapsed whole seconds
+(summary.elapsed_seconds: Prolog to Epilog, which agrees with Slurm's
+Elapsed to within a second). It is labelled an estimate: the accounting
+figure is the one on record."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from piqc_slurm import catalog
+from piqc_slurm.summary import elapsed_seconds
+from piqc_slurm.usage.cost import job_cost, money
+from piqc_slurm.usage.prices import Prices
 
 
 def _hms(seconds: float) -> str:
@@ -19,16 +27,18 @@ def _num(v: Any, fmt: str, unit: str = "") -> str:
     return "-" if v is None else f"{v:{fmt}}{unit}"
 
 
-def job_cost(summary: dict[str, Any], prices: dict[str, float]) -> tuple[float, float, str | None]:
-    """(cost USD, USD per GPU-hour, GPU type) of this node's share of the job."""
+def node_cost(summary: dict[str, Any], prices: Prices) -> tuple[float, float, str | None, int]:
+    """(cost USD, USD per GPU-hour, GPU type, elapsed seconds) of this node's share of the job."""
     devices = summary.get("devices") or []
     gpu_type = next((d.get("gpu_type") for d in devices if d.get("gpu_type")), None)
-    rate = catalog.price(gpu_type, prices)
-    hours = max((summary.get("ended") or 0) - (summary.get("started") or 0), 0) / 3600
-    return len(summary.get("gpus") or []) * hours * rate, rate, gpu_type
+    elapsed = elapsed_seconds(summary)
+    cost = job_cost([(len(summary.get("gpus") or []), gpu_type)], elapsed, prices,
+                    partition=summary.get("partition"))
+    rate = cost.rate.usd if cost.rate is not None else prices.gpu_rate(gpu_type, summary.get("partition")).usd
+    return cost.usd, rate, gpu_type, elapsed
 
 
-def render(summary: dict[str, Any], prices: dict[str, float]) -> str:
+def render(summary: dict[str, Any], prices: Prices) -> str:
     job, node = summary["job_id"], summary["node"]
     gpus = summary.get("gpus") or []
     lines = [f"==== piqc-slurm GPU report: job {job} on {node} ({len(gpus)} GPU{'s' * (len(gpus) != 1)}) ===="]
@@ -51,16 +61,19 @@ def render(summary: dict[str, Any], prices: dict[str, float]) -> str:
                      f"{_num(d.get('util_p95'), '8.1f', '%'):>9} "
                      f"{_num(None if mem is None else mem / 1024, '6.1f', ' GiB'):>10} "
                      f"{_num(None if energy is None else energy / 3.6e6, '7.3f', ' kWh'):>11}  {note}".rstrip())
-    cost, rate, gpu_type = job_cost(summary, prices)
-    elapsed = (summary.get("ended") or 0) - (summary.get("started") or 0)
-    lines.append(f"Estimated cost: ${cost:,.2f} ({len(gpus)} x {gpu_type or 'GPU'} for {_hms(elapsed)} "
+    cost, rate, gpu_type, elapsed = node_cost(summary, prices)
+    lines.append(f"Estimated cost: ${money(cost):,.2f} ({len(gpus)} x {gpu_type or 'GPU'} for {_hms(elapsed)} "
                  f"at ${rate:.2f}/GPU-hour)")
     idle = [d for d in devices if d.get("did_work") is False]
     if idle:
         used = len(gpus) - len(idle)
         saving = cost * len(idle) / len(gpus) if gpus else 0.0
-        lines.append(f"Advice: {len(idle)} of {len(gpus)} GPUs did no work: --gres=gpu:{max(used, 1)} "
-                     f"would have cost ${saving:,.2f} less.")
+        if used == 0:
+            lines.append(f"Advice: this job used no GPU ({len(gpus)} allocated, none did work): "
+                         f"${money(cost):,.2f} bought idle GPUs.")
+        else:
+            lines.append(f"Advice: {len(idle)} of {len(gpus)} GPUs did no work: --gres=gpu:{used} "
+                         f"would have cost ${money(saving):,.2f} less.")
     elif devices:
         worked = [d for d in devices if d.get("util_mean") is not None]
         if worked and all((d.get("util_mean") or 0) < 30 and (d.get("mem_used_max_mib") or 0)

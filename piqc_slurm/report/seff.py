@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from piqc_slurm import catalog
 from piqc_slurm.query.gpu import GpuValues
 from piqc_slurm.slurm.parse import format_elapsed
 from piqc_slurm.store.models import GpuUsage, Job, NodeSummary
+from piqc_slurm.usage.cost import money
 
 
 @dataclass
@@ -62,13 +62,13 @@ def _f(v: float | None, fmt: str, unit: str = "") -> str:
     return "-" if v is None else f"{v:{fmt}}{unit}"
 
 
-def render(view: JobView, prices: dict[str, float], values: GpuValues) -> str:
-    """values: the job's GPU fields as `piqc-slurm sacct` computes them (query.gpu.values_for_job)."""
+def render(view: JobView, values: GpuValues, rate: float) -> str:
+    """values: the job's GPU fields as `piqc-slurm sacct` computes them (query.gpu.values_for_job);
+    rate: its USD per GPU-hour (usage.prices)."""
     j = view.job
     state = j["state"] + (f" by {j['state_by']}" if j.get("state_by") is not None else "")
     ngpu = j["alloc_gpus"] or 0
-    rate = catalog.price(values.gpu_type, prices)
-    cost = values.cost_usd
+    cost = money(values.cost_usd)
     lines = [
         f"Job ID: {j['job_id']}   Cluster: {j['cluster']}",
         f"User/Account: {j['user']}/{j['account']}   Partition: {j['partition']}",
@@ -79,7 +79,7 @@ def render(view: JobView, prices: dict[str, float], values: GpuValues) -> str:
         f"GPUs allocated: {ngpu}" + (f" x {j['gpu_type']}" if j.get("gpu_type") else ""),
     ]
     if not ngpu:
-        lines.append("CPU-only job: no GPU data.")
+        lines.append(f"CPU-only job: no GPU data. Cost: ${cost:,.2f}")
         return "\n".join(lines) + "\n"
     lines.append(f"GPU cost: ${cost:,.2f} ({ngpu} GPU x {_hms(j['elapsed'])} at ${rate:.2f}/GPU-hour)")
     if not view.summaries:
@@ -109,5 +109,5 @@ def render(view: JobView, prices: dict[str, float], values: GpuValues) -> str:
                      f"GPUs that did work: {used} of {ngpu}")
         if idle:
             lines.append(f"Advice: {len(idle)} of {ngpu} GPUs did no work: request --gres=gpu:{max(used, 1)} "
-                         f"(${values.waste_usd or 0:,.2f} of this job's cost bought idle GPUs).")
+                         f"(${money(values.waste_usd) or 0:,.2f} of this job's cost bought idle GPUs).")
     return "\n".join(lines) + "\n"

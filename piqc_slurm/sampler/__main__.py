@@ -17,7 +17,7 @@ from piqc_slurm.sampler.run import main
 
 def _setup_logging() -> None:
     try:
-        from piqc_slurm.hooks.logsetup import hook_logger
+        from piqc_slurm.logsetup import hook_logger
 
         hook_logger(dict(os.environ), use_syslog=os.environ.get("PIQC_SAMPLER_LOG") != "stderr",
                     level=os.environ.get("PIQC_SAMPLER_LOG_LEVEL", "info"),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 HIST_BINS = 101
@@ -34,7 +34,8 @@ MAX_PIDS = 16
 
 # Sample fields kept as [weighted sum, weight seconds, min, max]; the order is
 # the order of the derived keys in to_dict().
-_STAT_FIELDS = ("util", "mem_util", "mem_used", "power", "sm_clock", "temp")
+_STAT_FIELDS = ("util", "mem_util", "mem_used", "power", "sm_clock", "temp", "sm_active", "tensor_active",
+                "dram_active")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,9 @@ class Sample:
     energy_mj: float | None = None
     sm_clock_mhz: float | None = None
     temp_c: float | None = None
+    sm_active: float | None = None       # GPM-style activity, 0..1 (absent: not measured)
+    tensor_active: float | None = None
+    dram_active: float | None = None
 
 
 class _Stat:
@@ -178,7 +182,26 @@ class GpuAggregate:
         """Fold in one sample taken at monotonic time `t` (seconds)."""
         dt = _weight(self.last_t, t, self.interval)
         self.last_t = t if self.last_t is None else max(t, self.last_t)
-        self.samples += 1
+        self._fold(dt, s, 1)
+
+    def add_span(self, seconds: float, s: Sample) -> None:
+        """Fold in a stretch of `seconds` over which every sample would have read `s`
+        (simulate: a constant stretch is one call, not one call per interval). It
+        counts as seconds / interval samples; the energy counter is not used."""
+        if not (_is_number(seconds) and seconds > 0):
+            raise ValueError(f"span must be > 0 seconds, got {seconds!r}")
+        self._fold(float(seconds), replace(s, energy_mj=None), max(1, round(seconds / self.interval)))
+
+    def add_process_span(self, seconds: float, has_process: bool, job_process: bool) -> None:
+        """A stretch of `seconds` with (or without) a compute process listed, for simulate."""
+        self.process_checks += max(1, round(seconds / self.process_interval))
+        if has_process or job_process:
+            self.process_seconds += seconds
+        if job_process:
+            self.job_process_seconds += seconds
+
+    def _fold(self, dt: float, s: Sample, n: int) -> None:
+        self.samples += n
         self.seconds += dt
         util = _finite(s.util)
         if util is not None:
@@ -192,7 +215,8 @@ class GpuAggregate:
             # exceed the true maximum. At least 1 ms so every sample is counted.
             self.hist_ms[int(util)] += max(1, round(dt * 1000))
         for name, value in (("mem_util", s.mem_util), ("mem_used", s.mem_used_mib),
-                            ("sm_clock", s.sm_clock_mhz), ("temp", s.temp_c)):
+                            ("sm_clock", s.sm_clock_mhz), ("temp", s.temp_c), ("sm_active", s.sm_active),
+                            ("tensor_active", s.tensor_active), ("dram_active", s.dram_active)):
             v = _finite(value)
             if v is not None:
                 self._stat(name, v, dt)
@@ -279,6 +303,9 @@ class GpuAggregate:
                        sm_clock_max_mhz=_r(st["sm_clock"].hi))
         if "temp" in st:
             out["temp_max_c"] = _r(st["temp"].hi)
+        for name in ("sm_active", "tensor_active", "dram_active"):
+            if name in st:
+                out[f"{name}_mean"] = _r(st[name].mean())
         out.update(process_checks=self.process_checks,
                    process_seconds=_r(self.process_seconds),
                    job_process_seconds=_r(self.job_process_seconds),

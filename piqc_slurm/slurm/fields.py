@@ -11,7 +11,7 @@ from __future__ import annotations
 INGEST_FIELDS: tuple[str, ...] = (
     "JobID", "JobIDRaw", "Cluster", "User", "UID", "Account", "Partition", "QOS", "State", "ExitCode",
     "DerivedExitCode", "Submit", "Eligible", "Start", "End", "Elapsed", "ElapsedRaw", "Timelimit",
-    "AllocCPUS", "AllocNodes", "AllocTRES", "ReqTRES", "NodeList", "Reservation", "WorkDir",
+    "AllocCPUS", "TotalCPU", "AllocNodes", "AllocTRES", "ReqTRES", "NodeList", "Reservation", "WorkDir",
     "JobName", "Comment",
 )
 

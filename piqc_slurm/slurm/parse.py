@@ -147,6 +147,16 @@ def parse_elapsed(s: str) -> int | None:
     return int(days or 0) * 86400 + h * 3600 + int(mins) * 60 + int(secs)
 
 
+def parse_cputime(s: str) -> float | None:
+    """sacct's TotalCPU ('1-02:03:04', '02:03:04', '03:04.567', '00:00:00') -> seconds,
+    the fraction kept (a short job's CPU time is mostly fraction). Empty -> None."""
+    if s in ELAPSED_NONE:
+        return None
+    whole = parse_elapsed(s)
+    frac = s.rpartition(".")[2] if "." in s else ""
+    return float(whole or 0) + (float("0." + frac) if frac.isascii() and frac.isdigit() else 0.0)
+
+
 def format_elapsed(seconds: int) -> str:
     """Seconds as sacct prints Elapsed: HH:MM:SS, with D- once a day is reached."""
     if seconds < 0:
@@ -302,3 +312,36 @@ def parse_int(s: str) -> int:
     if not _INT_RE.fullmatch(s):
         raise ParseError(f"not a non-negative integer: {s!r}", value=s)
     return int(s)
+
+
+# --- scontrol -------------------------------------------------------------------
+def parse_show_config(text: str) -> dict[str, str]:
+    """`scontrol show config` -> {key: value} ('ClusterName = piqc')."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and " " not in key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+_GRES_ITEM = re.compile(r"^gpu(?::(?P<type>[^:(]+))?:(?P<count>\d+)(?:\(.*\))?$")
+
+
+def parse_node_gres(text: str) -> dict[str, list[tuple[str | None, int]]]:
+    """`scontrol show node -o` -> {node: [(gpu type or None, count), ...]} from each line's Gres=
+    (gpu:h100:8, gpu:a100:4(S:0-1),gpu:t4:2, gpu:2; (null) or no gpu: no entry)."""
+    out: dict[str, list[tuple[str | None, int]]] = {}
+    for line in text.splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        node, gres = fields.get("NodeName"), fields.get("Gres", "")
+        if not node or not gres or gres == "(null)":
+            continue
+        items = []
+        for item in re.split(r",(?=gpu|[a-z]+:)", gres):
+            m = _GRES_ITEM.match(item.strip())
+            if m:
+                items.append((m.group("type"), int(m.group("count"))))
+        if items:
+            out[node] = items
+    return out

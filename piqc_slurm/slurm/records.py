@@ -62,6 +62,7 @@ from piqc_slurm.slurm.parse import (
     expand_nodelist,
     gpus_from_tres,
     mem_mib,
+    parse_cputime,
     parse_elapsed,
     parse_exit_code,
     parse_int,
@@ -79,7 +80,7 @@ JOB_COLUMNS: tuple[str, ...] = (
     "het_job_offset", "name", "user", "uid", "account", "partition", "qos", "state", "state_by",
     "exit_code", "derived_exit_code", "eligible", "start", "end", "elapsed", "timelimit", "alloc_cpus",
     "alloc_nodes", "alloc_mem_mib", "alloc_gpus", "gpu_type", "alloc_tres", "nodelist", "work_dir",
-    "comment",
+    "comment", "exit_signal", "total_cpu_s",
 )
 _HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _MAX_SPLITS_TRIED = 2000
@@ -151,6 +152,7 @@ class JobRecord:
     nodelist: str = ""
     work_dir: str = ""
     comment: str = ""
+    total_cpu_s: float | None = None
     nodes: list[str] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     line: int = 0          # where the allocation line starts in the source
@@ -328,6 +330,7 @@ class _Builder:
             "exitcode": opt(parse_exit_code), "derivedexitcode": opt(parse_exit_code),
             "submit": t, "eligible": t, "start": t, "end": t,
             "elapsed": parse_elapsed, "timelimit": parse_elapsed, "elapsedraw": opt(parse_int),
+            "totalcpu": parse_cputime,
             "uid": opt(parse_int), "alloccpus": opt(parse_int), "allocnodes": opt(parse_int),
             "alloctres": parse_tres, "reqtres": parse_tres, "nodelist": expand_nodelist,
         }
@@ -381,7 +384,10 @@ class _Builder:
             name=row.text("jobname"), user=row.text("user"), uid=row.conv("uid", _uid),
             account=row.text("account"), partition=row.text("partition"), qos=row.text("qos"),
             derived_exit_code=row.conv("derivedexitcode", _norm_exit, ""),
-            eligible=row.conv("eligible", self.time),
+            # No Eligible column (a --sacct-file without it): Submit, which is what Slurm
+            # records for a job that was never held; sacct's -S/-E windows select by it.
+            eligible=row.conv("eligible", self.time) if "eligible" in row.values else submit,
+            total_cpu_s=row.conv("totalcpu", parse_cputime),
             timelimit=row.conv("timelimit", parse_elapsed),
             alloc_nodes=row.conv("allocnodes", parse_int, tres_nodes),
             alloc_mem_mib=mem, alloc_gpus=gpus, gpu_type=gpu_type,

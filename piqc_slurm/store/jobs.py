@@ -18,7 +18,8 @@ from piqc_slurm.store.models import Job
 
 KEY = ("cluster", "job_id_raw", "submit")
 COLUMNS = tuple(c.name for c in Job.__table__.columns if c.name != "id")
-UPDATABLE = tuple(c for c in COLUMNS if c not in KEY)
+# restarts comes from the sampler's summaries (sacct 22.05 prints no restart count): a record never clears it.
+UPDATABLE = tuple(c for c in COLUMNS if c not in KEY and c != "restarts")
 BATCH = 5000
 
 

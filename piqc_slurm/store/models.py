@@ -65,6 +65,10 @@ class Job(Base):
     nodelist: Mapped[str] = mapped_column(Text, default="")
     work_dir: Mapped[str] = mapped_column(Text, default="")
     comment: Mapped[str] = mapped_column(Text, default="")
+    # 0003: evidence for the analysis
+    exit_signal: Mapped[int | None] = mapped_column(Integer)  # the job's signal, else its batch step's
+    restarts: Mapped[int | None] = mapped_column(Integer)  # SLURM_JOB_RESTART_COUNT (sacct 22.05 has none)
+    total_cpu_s: Mapped[float | None] = mapped_column(Float)  # sacct TotalCPU, seconds
 
     summaries: Mapped[list[NodeSummary]] = relationship(back_populates="job")
 
@@ -138,6 +142,7 @@ class GpuUsage(Base):
     energy_j: Mapped[float | None] = mapped_column(Float)
     process_seconds: Mapped[float | None] = mapped_column(Float)
     job_process_seconds: Mapped[float | None] = mapped_column(Float)
+    util_hist: Mapped[list | None] = mapped_column(JSON)  # 0003: ms per utilization percent, 101 bins
 
     summary: Mapped[NodeSummary] = relationship(back_populates="gpus")
     __table_args__ = (Index("ix_gpu_usage_summary", "summary_id"),)
@@ -194,3 +199,56 @@ class Finding(Base):
         UniqueConstraint("job_ref", "code", name="uq_findings_job_code"),
         Index("ix_findings_code", "code"),
     )
+
+
+class JobGpu(Base):
+    """Which GPUs (device minors, and UUIDs where NVML saw them) a job held on
+    one node, from its summary: `nvml` when the sampler read the device,
+    `prolog` when only SLURM_JOB_GPUS is known (NVML down, sampler off). A
+    job with no summary has no rows here: its GPU indices are unknown."""
+
+    __tablename__ = "job_gpus"
+    summary_id: Mapped[int] = mapped_column(ForeignKey("node_summaries.id", ondelete="CASCADE"), primary_key=True)
+    minor: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(64))
+    uuid: Mapped[str | None] = mapped_column(String(96))
+    source: Mapped[str] = mapped_column(String(16))
+
+
+class NodeGpu(Base):
+    """The GPU inventory: each GPU of each node, by device minor, with its type
+    (and UUID and NVML name where a summary saw it). Sources: `summary`,
+    `scontrol` (Gres= of `scontrol show node`, read at ingest: counts and
+    types only) and `scenario` (simulate)."""
+
+    __tablename__ = "node_gpus"
+    cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minor: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gpu_type: Mapped[str | None] = mapped_column(String(32))
+    uuid: Mapped[str | None] = mapped_column(String(96))
+    name: Mapped[str | None] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(16))
+    seen_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class PriceOverride(Base):
+    """Prices a scenario (or a site, by SQL) sets for one cluster: kind `type`
+    (USD per GPU-hour of a GPU type; key `default` for unknown types) or
+    `partition`. They come first in the lookup (usage/prices.py)."""
+
+    __tablename__ = "price_overrides"
+    cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    usd: Mapped[float] = mapped_column(Float)
+
+
+class CatalogOverride(Base):
+    """GPU catalog entries a scenario overrides or adds for one cluster (the
+    keys of data/gpus.json's types: mem_gib, bf16_tflops, mem_bw_gbs ...)."""
+
+    __tablename__ = "catalog_overrides"
+    cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gpu_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    spec: Mapped[dict] = mapped_column(JSON)

@@ -11,32 +11,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from piqc_slurm.errors import SpoolFormatError, StoreError, first_line
-from piqc_slurm.hooks.summary import SUMMARY_FORMAT  # noqa: E402 - one definition of the format
-from piqc_slurm.store.models import GpuUsage, Job, NodeSummary, TimelineBin
+from piqc_slurm.errors import StoreError, first_line
+from piqc_slurm.store.models import GpuUsage, Job, JobGpu, NodeSummary, TimelineBin
+from piqc_slurm.summary import check_format
 
 GPU_FIELDS = ("uuid", "name", "gpu_type", "mem_total_mib", "did_work", "samples", "seconds", "util_mean",
               "util_p50", "util_p95", "util_max", "active_seconds", "mem_util_mean", "mem_used_max_mib",
               "mem_used_mean_mib", "power_mean_w", "energy_j", "process_seconds", "job_process_seconds")
 SLACK = 120  # seconds of clock skew and hook latency allowed when matching a summary to its job
-
-
-def check_format(doc: Any, source: str = "") -> dict:
-    if not isinstance(doc, dict):
-        raise SpoolFormatError(f"{source}: not a JSON object")
-    fmt = doc.get("format")
-    if fmt != SUMMARY_FORMAT:
-        raise SpoolFormatError(f"{source}: unknown summary format {fmt!r} (this version reads {SUMMARY_FORMAT})")
-    for key in ("cluster", "job_id", "restart_count", "node"):
-        if key not in doc:
-            raise SpoolFormatError(f"{source}: missing {key}")
-    return doc
 
 
 def find_job(session: Session, doc: dict) -> int | None:
@@ -72,10 +59,16 @@ def upsert_summary(session: Session, doc: dict, timeline: list[dict] | None = No
             setattr(row, k, v)
         session.execute(delete(GpuUsage).where(GpuUsage.summary_id == row.id))
         session.execute(delete(TimelineBin).where(TimelineBin.summary_id == row.id))
+        session.execute(delete(JobGpu).where(JobGpu.summary_id == row.id))
         session.flush()
-    for d in doc.get("devices") or []:
+    devices = doc.get("devices") or []
+    for d in devices:
         session.add(GpuUsage(summary_id=row.id, minor=d["minor"], lost=bool(d.get("lost")),
-                             **{k: d.get(k) for k in GPU_FIELDS}))
+                             util_hist=d.get("util_hist_ms"), **{k: d.get(k) for k in GPU_FIELDS}))
+    _job_gpus(session, row.id, doc, devices)
+    _inventory(session, doc, devices)
+    if values["job_ref"] is not None:
+        _note_restarts(session, values["job_ref"], doc)
     if timeline:
         seen = set()
         bins = []
@@ -90,6 +83,35 @@ def upsert_summary(session: Session, doc: dict, timeline: list[dict] | None = No
     return row.id
 
 
+def _job_gpus(session: Session, summary_id: int, doc: dict, devices: list[dict]) -> None:
+    """The GPUs the job held on this node: the Prolog's SLURM_JOB_GPUS minors (doc["gpus"]), with the
+    UUID where the sampler read the device (source nvml) or without (source prolog: NVML down, or off)."""
+    seen = {d["minor"]: d for d in devices if isinstance(d.get("minor"), int)}
+    minors = [m for m in (doc.get("gpus") or []) if isinstance(m, int)] or list(seen)
+    for m in dict.fromkeys(minors):
+        d = seen.get(m)
+        session.add(JobGpu(summary_id=summary_id, minor=m, node=doc["node"], uuid=d.get("uuid") if d else None,
+                           source="nvml" if d else "prolog"))
+
+
+def _inventory(session: Session, doc: dict, devices: list[dict]) -> None:
+    """What a summary saw of its node's GPUs goes into the inventory."""
+    from piqc_slurm.store.inventory import note_gpus
+
+    note_gpus(session, doc["cluster"], doc["node"],
+              [(d["minor"], d.get("gpu_type"), d.get("uuid"), d.get("name")) for d in devices
+               if isinstance(d.get("minor"), int)], "summary", int(doc.get("ended") or doc.get("started") or 0))
+
+
+def _note_restarts(session: Session, job_ref: int, doc: dict) -> None:
+    """sacct 22.05 prints no restart count; the Prolog's SLURM_JOB_RESTART_COUNT is the record."""
+    n = doc.get("restart_count")
+    if isinstance(n, int):
+        job = session.get(Job, job_ref)
+        if job is not None and (job.restarts is None or n > job.restarts):
+            job.restarts = n
+
+
 def link_summaries(session: Session) -> int:
     """Join summaries that arrived before their sacct record; return how many."""
     n = 0
@@ -97,6 +119,7 @@ def link_summaries(session: Session) -> int:
         job = find_job(session, row.doc)
         if job is not None:
             session.execute(update(NodeSummary).where(NodeSummary.id == row.id).values(job_ref=job))
+            _note_restarts(session, job, row.doc)
             n += 1
     return n
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from piqc_slurm import catalog, config
+from piqc_slurm import config
 from piqc_slurm.errors import ConfigError
+from piqc_slurm.usage.catalog import load_catalog
+from piqc_slurm.usage.prices import Prices
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +88,10 @@ def test_example_config_loads_and_covers_every_key():
         pattern = rf"^\[{name}\]$" if isinstance(config.defaults()[key], dict) else rf"^{re.escape(name)} = "
         assert re.search(pattern, text, re.M), f"{key} missing from the example config"
     assert cfg["prices"]["h100"] == 4.0
-    assert catalog.price("h100", cfg["prices"]) == 4.0 and catalog.price("v100", cfg["prices"]) == 2.0
+    prices = Prices.from_config(cfg, load_catalog())
+    # the example's own figures: h100 = 4.0, default = 2.0 for a type no catalog knows
+    assert prices.gpu_rate("h100") == (4.0, "config", "h100")
+    assert prices.gpu_rate("mi300x") == (2.0, "fallback", None)
 
 
 def test_docs_cover_every_key():

@@ -59,6 +59,8 @@ REQUIRED_SYMBOLS = [
     "nvmlDeviceGetClockInfo", "nvmlDeviceGetTemperature",
     "nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetComputeRunningProcesses_v2",
     "nvmlDeviceGetComputeRunningProcesses_v3",
+    "nvmlGpmQueryDeviceSupport", "nvmlGpmSampleAlloc", "nvmlGpmSampleFree", "nvmlGpmSampleGet",
+    "nvmlGpmMetricsGet",
 ]
 
 # Reads every device; `out` maps minor -> readings.
@@ -614,11 +616,18 @@ def test_visible_minors_sources() -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--load", "[{"], "--load: invalid JSON"),
     (["--load", '[{"gpus": [2], "util": 50}]'], "index 2 out of range"),
-    (["--load", '[{"gpus": [0], "util": 150}]'], "out of range 0..100"),
+    (["--load", '[{"gpus": [0], "util": 150}]'], "gpu_load[0].util: expected 0..100, got 150"),
     (["--load", '[{"gpus": [0], "utilisation": 50}]'], "unknown key(s) utilisation"),
     (["--load", '[{"gpus": [0, 0]}]'], "named twice"),
     (["--load", '[{"gpus": [1], "mem_gib": 30}]'], "exceeds GPU minor 3"),
     (["--load", '{"jobs": []}'], "needs a 'gpu_load' key"),
+    (["--load", '[{"gpus": [0], "power_frac": 1.4}]'], "gpu_load[0].power_frac: expected 0..1, got 1.4"),
+    (["--load", '[{"gpus": [0]}, {"gpus": [1], "sm_active": -0.1}]'],
+     "gpu_load[1].sm_active: expected 0..1, got -0.1"),
+    (["--load", '[{"gpus": [0], "tensor_active": 30}]'], "gpu_load[0].tensor_active: expected 0..1, got 30"),
+    (["--load", '[{"gpus": [0], "dram_active": "high"}]'],
+     "gpu_load[0].dram_active: expected a number, got 'high'"),
+    (["--load", '[{"gpus": [0], "exit_signal": 9}]'], "unknown key(s) exit_signal"),
 ])
 def test_workload_rejects_bad_input_with_one_line(fake: Fake, args: list[str],
                                                   message: str) -> None:
@@ -684,3 +693,234 @@ def test_unprivileged_user_and_stale_file_of_another_user(built: tuple[Path, str
         assert stat.S_IMODE(state.stat().st_mode) == 0o1777
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+# ---- power_frac, GPM activity, --exit-signal ----
+
+H100_LIMIT_MW, A10G_LIMIT_MW = 700_000, 300_000
+
+
+@pytest.mark.unit
+def test_power_frac_sets_power_and_energy_follows(fake: Fake) -> None:
+    # minor 0 (H100): half its limit; minor 1 (H100): no power_frac, util as before;
+    # minor 3 (A10G, NVML index 2): 5 % of 300 W = 15 W, below the 60 W idle.
+    load = [{"gpus": [0], "util": 90, "power_frac": 0.5},
+            {"gpus": [1], "util": 80},
+            {"gpus": [2], "util": 10, "power_frac": 0.05}]
+    with workload(fake, load, "--minors", "0,1,3", "--seconds", "4") as proc:
+        samples = nvml(fake, """
+            pynvml.nvmlInit()
+            hs = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in (0, 1, 2)]
+            while pynvml.nvmlDeviceGetUtilizationRates(hs[0]).gpu != 90:
+                time.sleep(0.05)
+            out = []
+            t_end = time.monotonic() + 2.0
+            while time.monotonic() < t_end:
+                out.append([time.monotonic()]
+                           + [pynvml.nvmlDeviceGetPowerUsage(h) for h in hs]
+                           + [pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in hs])
+                time.sleep(0.05)
+        """)
+        assert proc.wait(timeout=10) == 0
+    assert {tuple(s[1:4]) for s in samples} == {
+        (H100_LIMIT_MW // 2, IDLE_MW + (H100_LIMIT_MW - IDLE_MW) * 80 // 100, A10G_LIMIT_MW * 5 // 100)}
+    (t0, *first), (t1, *last) = samples[0], samples[-1]
+    for k, want_mw in ((3, 350_000), (4, IDLE_MW + (H100_LIMIT_MW - IDLE_MW) * 80 // 100), (5, 15_000)):
+        energies = [s[k + 1] for s in samples]
+        assert all(b >= a for a, b in itertools.pairwise(energies)), "energy went backwards"
+        assert (last[k] - first[k]) / (t1 - t0) == pytest.approx(want_mw, rel=0.05)
+    # After the run, all three are idle again: power falls back to the idle reading.
+    snap = snapshot(fake)
+    assert [snap[m]["power"] for m in (0, 1, 3)] == [IDLE_MW] * 3
+    assert (fake.state_dir / f"gpu3.energy.{os.getuid()}").read_text().endswith("extra_mw 0\n")
+
+
+@pytest.mark.unit
+def test_state_file_fractions_are_read_and_checked(fake: Fake) -> None:
+    me = os.getpid()
+    (fake.state_dir / "gpu0.state").write_text(f"pid {me}\nutil 10\npower_frac_ppm 250000\n")
+    (fake.state_dir / "gpu1.state").write_text(f"pid {me}\nutil 10\npower_frac_ppm 1000001\n")
+    (fake.state_dir / "gpu2.state").write_text(f"pid {me}\nutil 10\nsm_active_ppm 1000001\n")
+    (fake.state_dir / "gpu3.state").write_text(f"pid {me}\nutil 10\npower_frac_ppm 0\n")
+    snap = snapshot(fake)
+    assert snap[0]["power"] == H100_LIMIT_MW // 4 and snap[0]["util"] == 10
+    assert (snap[1]["util"], snap[1]["power"]) == (0, IDLE_MW)   # out of range: idle
+    assert (snap[2]["util"], snap[2]["power"]) == (0, IDLE_MW)
+    assert (snap[3]["util"], snap[3]["power"]) == (10, 0)
+
+
+GPM = """
+METRICS = [pynvml.NVML_GPM_METRIC_SM_UTIL, pynvml.NVML_GPM_METRIC_SM_OCCUPANCY,
+           pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL, pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL]
+
+def metrics(h, ids=METRICS):
+    s1, s2 = pynvml.nvmlGpmSampleAlloc(), pynvml.nvmlGpmSampleAlloc()
+    try:
+        pynvml.nvmlGpmSampleGet(h, s1)
+        time.sleep(0.05)
+        pynvml.nvmlGpmSampleGet(h, s2)
+        mg = pynvml.c_nvmlGpmMetricsGet_t()
+        mg.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+        mg.numMetrics = len(ids)
+        mg.sample1, mg.sample2 = s1, s2
+        for i, mid in enumerate(ids):
+            mg.metrics[i].metricId = mid
+        pynvml.nvmlGpmMetricsGet(mg)
+        return {m.metricId: (round(m.value, 6) if m.nvmlReturn == 0 else "n/s" if m.nvmlReturn == 3
+                             else m.nvmlReturn)
+                for m in mg.metrics[:len(ids)]}
+    finally:
+        pynvml.nvmlGpmSampleFree(s1)
+        pynvml.nvmlGpmSampleFree(s2)
+
+def err(fn, *a):
+    try:
+        fn(*a)
+    except pynvml.NVMLError as e:
+        return type(e).__name__
+    return "no error"
+"""
+
+
+def gpm(fake: Fake, code: str, **kw: Any) -> Any:
+    """nvml() with the GPM helpers above defined."""
+    return nvml(fake, GPM + textwrap.dedent(code), **kw)
+
+
+@pytest.mark.unit
+def test_gpm_reports_the_loads_activity_on_h100(fake: Fake) -> None:
+    load = [{"gpus": [0], "util": 70, "sm_active": 0.3, "tensor_active": 0.125, "dram_active": 0.45},
+            {"gpus": [1], "util": 60}]
+    with workload(fake, load, "--minors", "0,1"):
+        poll(lambda: snapshot(fake), lambda s: s[0]["util"] == 70 and s[1]["util"] == 60)
+        out = gpm(fake, """
+            pynvml.nvmlInit()
+            h0, h1 = (pynvml.nvmlDeviceGetHandleByIndex(i) for i in (0, 1))
+            mg = pynvml.c_nvmlGpmMetricsGet_t()
+            mg.version, mg.numMetrics = pynvml.NVML_GPM_METRICS_GET_VERSION, 1
+            mg.metrics[0].metricId = pynvml.NVML_GPM_METRIC_SM_UTIL
+            s1, s2 = pynvml.nvmlGpmSampleAlloc(), pynvml.nvmlGpmSampleAlloc()
+            pynvml.nvmlGpmSampleGet(h0, s1)
+            pynvml.nvmlGpmSampleGet(h1, s2)
+            mg.sample1, mg.sample2 = s1, s2
+            other_device = err(pynvml.nvmlGpmMetricsGet, mg)
+            pynvml.nvmlGpmSampleGet(h0, s2)
+            mg.version = 2
+            bad_version = err(pynvml.nvmlGpmMetricsGet, mg)
+            mg.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+            pynvml.nvmlGpmMetricsGet(mg)
+            info = mg.metrics[0].metricInfo
+            out = {"support": [pynvml.nvmlGpmQueryDeviceSupport(h).isSupportedDevice for h in (h0, h1)],
+                   "loaded": {str(k): v for k, v in metrics(h0).items()},
+                   "no_keys": {str(k): v for k, v in metrics(h1).items()},
+                   "info": [info.shortName.decode(), info.unit.decode()],
+                   "other_device": other_device, "bad_version": bad_version,
+                   "same_sample": err(pynvml.nvmlGpmMetricsGet,
+                                      type(mg)(version=1, numMetrics=1, sample1=s1, sample2=s1))}
+        """)
+    assert out["support"] == [1, 1]
+    assert out["loaded"] == {"2": 30.0, "3": "n/s", "5": 12.5, "10": 45.0}
+    assert out["no_keys"] == {"2": "n/s", "3": "n/s", "5": "n/s", "10": "n/s"}
+    assert out["info"] == ["SM_UTIL", "%"]
+    assert out["other_device"] == out["same_sample"] == "NVMLError_InvalidArgument"
+    assert out["bad_version"] == "NVMLError_ArgumentVersionMismatch"
+    # Idle (no workload): still supported, nothing measured.
+    idle_out = gpm(fake, """
+        pynvml.nvmlInit()
+        out = {str(k): v for k, v in metrics(pynvml.nvmlDeviceGetHandleByIndex(0)).items()}
+    """)
+    assert idle_out == {"2": "n/s", "3": "n/s", "5": "n/s", "10": "n/s"}
+
+
+@pytest.mark.unit
+def test_gpm_not_supported_on_a10g(fake: Fake) -> None:
+    load = [{"gpus": [0], "util": 50, "sm_active": 0.5}]
+    with workload(fake, load, "--minors", "3"):
+        poll(lambda: snapshot(fake), lambda s: s[3]["util"] == 50)
+        out = gpm(fake, """
+            pynvml.nvmlInit()
+            h = pynvml.nvmlDeviceGetHandleByIndex(2)      # minor 3, an A10G
+            s = pynvml.nvmlGpmSampleAlloc()
+            out = {"name": pynvml.nvmlDeviceGetName(h),
+                   "support": pynvml.nvmlGpmQueryDeviceSupport(h).isSupportedDevice,
+                   "sample": err(pynvml.nvmlGpmSampleGet, h, s),
+                   "metrics": err(metrics, h)}
+            pynvml.nvmlGpmSampleFree(s)
+        """)
+    assert out == {"name": "NVIDIA A10G", "support": 0, "sample": "NVMLError_NotSupported",
+                   "metrics": "NVMLError_NotSupported"}
+
+
+@pytest.mark.unit
+def test_gpm_support_follows_the_name_and_a_lost_gpu_is_lost(fake: Fake) -> None:
+    fake.config.write_text(fake.config.read_text()
+                           + "gpu 7 GPU-t4-0007 15360 70 Tesla T4\n"
+                           + "gpu 8 GPU-h200-0008 143771 700 NVIDIA H200\n"
+                           + "gpu 9 GPU-gh200-0009 97871 900 NVIDIA GH200 480GB\n")
+    out = gpm(fake, """
+        pynvml.nvmlInit()
+        hs = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        s = pynvml.nvmlGpmSampleAlloc()
+        out = {"support": [err(pynvml.nvmlGpmQueryDeviceSupport, h) == "no error"
+                           and pynvml.nvmlGpmQueryDeviceSupport(h).isSupportedDevice for h in hs],
+               "lost_sample": err(pynvml.nvmlGpmSampleGet, hs[1], s)}
+        pynvml.nvmlGpmSampleFree(s)
+    """, env=fake.env(FAKENVML_FAULT="gpu_lost:1"))
+    # H100, H100 (lost), A10G, A10G, T4, H200, GH200
+    assert out == {"support": [1, False, 0, 0, 0, 1, 1], "lost_sample": "NVMLError_GpuIsLost"}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("sig", ["9", "TERM", "SIGSEGV"])
+def test_exit_signal_ends_the_run_by_that_signal(fake: Fake, tmp_path: Path, sig: str) -> None:
+    load = [{"gpus": [0], "util": 40, "power_frac": 0.3}]
+    r = run_workload(fake, "--minors", "0", "--seconds", "0.6", "--exit-signal", sig,
+                     "--load", json.dumps(load), cwd=tmp_path)
+    signum = int(sig) if sig.isdigit() else signal.Signals[sig if sig.startswith("SIG") else f"SIG{sig}"]
+    assert r.returncode == -signum, r.stderr            # died by the signal, not exit(128+N)
+    assert f"then signal {signum}" in r.stderr
+    assert not list(fake.state_dir.glob("gpu*.state"))   # cleaned up first
+    assert (fake.state_dir / f"gpu0.energy.{os.getuid()}").read_text().endswith("extra_mw 0\n")
+    assert not list(tmp_path.glob("core*"))              # no core file from SIGSEGV
+
+
+@pytest.mark.unit
+def test_exit_signal_is_not_used_when_a_signal_ends_the_run(fake: Fake) -> None:
+    with workload(fake, [{"gpus": [0], "util": 25}], "--minors", "0", "--seconds", "30",
+                  "--exit-signal", "KILL") as proc:
+        poll(lambda: snapshot(fake), lambda s: s[0]["util"] == 25)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    assert not list(fake.state_dir.glob("gpu*.state"))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("args", "message"), [
+    (["--exit-signal", "9"], "--exit-signal needs --seconds"),
+    (["--seconds", "1", "--exit-signal", "CHLD"], "invalid signal value: 'CHLD'"),
+    (["--seconds", "1", "--exit-signal", "0"], "invalid signal value: '0'"),
+    (["--seconds", "1", "--exit-signal", "NOPE"], "invalid signal value: 'NOPE'"),
+])
+def test_exit_signal_usage_errors(fake: Fake, args: list[str], message: str) -> None:
+    r = run_workload(fake, "--minors", "0", "--load", "[]", *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+@pytest.mark.unit
+def test_state_text_and_power_model_helpers() -> None:
+    mod = load_module()
+    h100 = mod.GpuConf(0, "GPU-x", 81559, 700)
+    plain, = mod.parse_load([{"gpus": [0], "util": 80, "mem_gib": 1, "mem_util": 20}])
+    assert (plain.power_frac, plain.sm_active, plain.tensor_active, plain.dram_active) == (None,) * 4
+    # Without the new keys the state file is byte for byte what it was.
+    assert mod.state_text(42, 7, 80, mod.Target(0, h100, plain, 1024)) == (
+        "# fakegpu-work state, see docker-slurm/FAKE-GPU.md\n"
+        "pid 42\nstart 7\nutil 80\nmem_util 20\nmem_used_mib 1024\nprocess 1\n")
+    full, = mod.parse_load([{"gpus": [0], "util": 80, "power_frac": 0.5, "sm_active": 0.3,
+                             "tensor_active": 0, "dram_active": 1}])
+    text = mod.state_text(42, 7, 80, mod.Target(0, h100, full, 0))
+    assert text.endswith("process 1\npower_frac_ppm 500000\nsm_active_ppm 300000\n"
+                         "tensor_active_ppm 0\ndram_active_ppm 1000000\n")
+    assert mod.extra_mw(h100, 60, 80) == (700_000 - 60_000) * 80 // 100
+    assert mod.extra_mw(h100, 60, 80, 0.5) == 350_000 - 60_000
+    assert mod.extra_mw(h100, 60, 80, 0.05) == 35_000 - 60_000     # below idle: negative

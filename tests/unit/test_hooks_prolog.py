@@ -28,8 +28,8 @@ def test_prolog_path_imports_stay_light():
     import subprocess
     import sys
 
-    code = ("import sys; import piqc_slurm.hooks.prolog, piqc_slurm.config, piqc_slurm.hooks.logsetup; "
-            "piqc_slurm.hooks.logsetup.HookLog(); "
+    code = ("import sys; import piqc_slurm.hooks.prolog, piqc_slurm.config, piqc_slurm.logsetup; "
+            "piqc_slurm.logsetup.HookLog(); "
             "print(' '.join(m for m in ('dataclasses', 'logging', 'sqlalchemy', 'pandas', 'click', 'pynvml') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

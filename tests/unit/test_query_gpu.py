@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
+from piqc_slurm.config import Config, defaults
 from piqc_slurm.query.access import Caller
 from piqc_slurm.query.command import parse_args
 from piqc_slurm.query.gpu import GpuStats, IdleShareEstimate, JobFindings, JobGpu, gpu_values
@@ -66,9 +67,14 @@ def url(tmp_path_factory) -> str:
     return u
 
 
+def priced(prices: dict[str, float], **kw) -> Settings:
+    """Settings whose config has these [prices]."""
+    return Settings(config=Config({**defaults(), "prices": prices}), **kw)
+
+
 def query(url: str, *argv: str, settings: Settings | None = None) -> bytes:
     buf = io.BytesIO()
-    run(parse_args(list(argv)), url=url, settings=settings or Settings(prices={"h100": 4.0}), caller=ROOT,
+    run(parse_args(list(argv)), url=url, settings=settings or priced({"h100": 4.0}), caller=ROOT,
         out=buf, env={}, now=1795870000)
     return buf.getvalue()
 
@@ -97,10 +103,10 @@ def test_no_sampler_data_prints_empty_but_cost_is_known(url):
     assert r["140"][2:6] == ["", "", "", ""]                                          # monitoring off
     assert r["200"] == ["2", "", "", "", "", "", r["200"][6], "", "", "", ""]
     assert r["201"] == ["0", "", "", "", "", "", "0.00", "", "", "", ""]
-    # 3 GPUs x 2 h x the catalog's a10g price (1.00): config [prices] has only h100
-    assert r["202"][6] == "6.00"
-    assert rows(url, "202", Settings(prices={"a10g": 2.5}))["202"][6] == "15.00"
-    assert rows(url, "200", Settings(prices={"default": 3.0}))["200"][6] == \
+    # 3 GPUs x 2 h x the catalog's a10g price ($1.01 in data/gpus.json): config [prices] has only h100
+    assert r["202"][6] == "6.06"
+    assert rows(url, "202", priced({"a10g": 2.5}))["202"][6] == "15.00"
+    assert rows(url, "200", priced({"default": 3.0}))["200"][6] == \
         f"{2 * (int(summary('4gpu-2idle')['ended']) + 1 - int(summary('4gpu-2idle')['started'])) / 3600 * 3:.2f}"
 
 
@@ -137,7 +143,7 @@ class StoredFindings:
 
 
 def test_a_findings_source_replaces_the_estimate(url):
-    s = Settings(prices={"h100": 4.0}, findings=StoredFindings())
+    s = priced({"h100": 4.0}, findings=StoredFindings())
     r = rows(url, "134,138", s)
     assert r["134"][7:] == ["1.50", "IDLE_GPUS,WRONG_TIER", "2", "a10g"]
     assert r["138"][7:] == ["", "", "", ""]

@@ -10,15 +10,18 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from piqc_slurm.hooks.summary import gpu_did_work
-from piqc_slurm.report.epilog_text import job_cost, render
+from piqc_slurm.report.epilog_text import node_cost, render
 from piqc_slurm.store import open_engine, upsert_summary
 from piqc_slurm.store.models import GpuUsage, NodeSummary, TimelineBin
-from piqc_slurm.store.summaries import check_format, read_timeline
+from piqc_slurm.store.summaries import read_timeline
+from piqc_slurm.summary import check_format
+from piqc_slurm.usage.catalog import load_catalog
+from piqc_slurm.usage.prices import Prices
+from piqc_slurm.usage.rules import did_work
 
 pytestmark = pytest.mark.unit
 FX = Path(__file__).resolve().parents[1] / "fixtures" / "summaries"
-PRICES = {"h100": 4.0}
+PRICES = Prices(load_catalog(), config_types={"h100": 4.0})
 
 
 def load(name: str) -> dict:
@@ -28,13 +31,16 @@ def load(name: str) -> dict:
 def test_report_for_four_gpus_two_idle():
     s = load("4gpu-2idle")
     text = render(s, PRICES)
-    cost, rate, gpu_type = job_cost(s, PRICES)
+    cost, rate, gpu_type, elapsed = node_cost(s, PRICES)
     assert (rate, gpu_type) == (4.0, "h100")
-    assert cost == pytest.approx(4 * (s["ended"] - s["started"]) / 3600 * 4.0)
+    # Slurm's whole seconds: the recorded run started 1795868856.68 and ended 1795868896.91 -> 40 s
+    assert elapsed == 40
+    assert cost == pytest.approx(4 * 40 / 3600 * 4.0)
     lines = text.splitlines()
     assert lines[0] == f"==== piqc-slurm GPU report: job {s['job_id']} on vm (4 GPUs) ===="
     assert sum(ln.endswith("did no work") for ln in lines) == 2
-    assert lines[-1] == f"Advice: 2 of 4 GPUs did no work: --gres=gpu:2 would have cost ${cost / 2:,.2f} less."
+    assert "Estimated cost: $0.18 (4 x h100 for 00:00:40 at $4.00/GPU-hour)" in lines  # 4*40/3600*4 = 0.178
+    assert lines[-1] == "Advice: 2 of 4 GPUs did no work: --gres=gpu:2 would have cost $0.09 less."
 
 
 def test_report_without_data_says_why():
@@ -44,10 +50,23 @@ def test_report_without_data_says_why():
 
 
 def test_did_work_rule():
-    assert gpu_did_work({"samples": 10, "util_max": 0, "mem_used_max_mib": 500}) is False  # bare context
-    assert gpu_did_work({"samples": 10, "util_max": 0, "mem_used_max_mib": 30000}) is True
-    assert gpu_did_work({"samples": 10, "util_max": 50}) is True
-    assert gpu_did_work({"samples": 0}) is None
+    # activity over the job decides, at min_share 0.05 by default
+    assert did_work({"samples": 100, "active_seconds": 0, "seconds": 100}) is False
+    assert did_work({"samples": 7200, "active_seconds": 1, "seconds": 7200}) is False  # one warm-up spike
+    assert did_work({"samples": 100, "active_seconds": 50, "seconds": 100}) is True
+    assert did_work({"samples": 100, "active_seconds": 5, "seconds": 100}) is True     # exactly 5%
+    assert did_work({"samples": 100, "active_seconds": 4, "seconds": 100}) is False
+    # memory held is evidence, not use (TF/vLLM pre-allocation)
+    assert did_work({"samples": 100, "active_seconds": 0, "seconds": 100, "mem_used_max_mib": 70000}) is False
+    assert did_work({"samples": 0}) is None
+    assert did_work({"samples": 10, "active_seconds": 5, "seconds": 10}, min_share=0.6) is False
+    # re-applied from the histogram: 90 s at 3%, 10 s at 50% -> 10% active at 5%, 0% at 60%
+    hist = [0] * 101
+    hist[3], hist[50] = 90_000, 10_000
+    gpu = {"samples": 100, "active_seconds": 10, "seconds": 100, "util_hist": hist}
+    assert did_work(gpu, 0.05, active_util=5) is True
+    assert did_work(gpu, 0.05, active_util=60) is False
+    assert did_work(gpu, 0.05, active_util=3) is True   # bin 3 counts at a 3% threshold
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from piqc_slurm.slurm.records import JOB_COLUMNS, JobRecord, ParseResult, parse_
 pytestmark = pytest.mark.unit
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "sacct" / "22.05.8"
-CASES = ["array", "cancelled_pending", "cancelled_running", "completed", "exclusive", "failed_exit3",
+CASES = ["array", "cancelled_pending", "cancelled_running", "completed", "cpu_busy", "exclusive", "failed_exit3",
          "multistep", "timeout", "weird_name"]
 WEIRD = "a|b<b>x</b>&'q`../z"
 
@@ -43,17 +43,24 @@ def test_fixture_files_are_all_covered():
 
 
 def test_ingest_fields_match_the_recorded_command():
+    # Cases recorded before TotalCPU joined the ingest fields (2026-11-28) carry the list without it;
+    # cpu_busy (2026-12-01) the current one. The parser takes any field order, so both stay valid input.
+    before_total_cpu = [f for f in INGEST_FIELDS if f != "TotalCPU"]
+    seen_current = False
     for path in FIX.glob("*.ingest.txt"):
         command = next(line for line in path.read_text().splitlines() if line.startswith("# command:"))
         fmt = next(a for a in command.split() if a.startswith("--format="))
-        assert fmt == "--format=" + ",".join(INGEST_FIELDS), path.name
+        seen_current |= fmt == "--format=" + ",".join(INGEST_FIELDS)
+        assert fmt in ("--format=" + ",".join(INGEST_FIELDS), "--format=" + ",".join(before_total_cpu)), path.name
         assert "SLURM_TIME_FORMAT=%s" in command and "-D" in command.split()
+    assert seen_current
 
 
 def test_record_fields_are_the_store_columns():
     from piqc_slurm.store.models import Job
 
-    assert set(JOB_COLUMNS) == {c.name for c in Job.__table__.columns} - {"id", "updated_at"}
+    # restarts comes from the summaries (SLURM_JOB_RESTART_COUNT): sacct 22.05 prints no restart count
+    assert set(JOB_COLUMNS) == {c.name for c in Job.__table__.columns} - {"id", "updated_at", "restarts"}
     rec = only("completed", "ingest")
     assert set(rec.to_row()) == set(JOB_COLUMNS)
 
@@ -92,11 +99,24 @@ def test_completed():
         "eligible": 1795868096, "start": 1795868096, "end": 1795868096, "elapsed": 0, "timelimit": None,
         "alloc_cpus": 1, "alloc_nodes": 1, "alloc_mem_mib": 100, "alloc_gpus": 1, "gpu_type": "h100",
         "alloc_tres": "billing=1,cpu=1,gres/gpu:h100=1,gres/gpu=1,mem=100M,node=1", "nodelist": "vm",
-        "work_dir": "/home/piqcuser", "comment": ""}
+        "work_dir": "/home/piqcuser", "comment": "", "exit_signal": 0, "total_cpu_s": None}
     assert r.nodes == ["vm"]
     assert [(s.step, s.name, s.state, s.exit_code) for s in r.steps] == [
         ("batch", "batch", "COMPLETED", "0:0"), ("extern", "extern", "COMPLETED", "0:0")]
     assert r.exit_signal == 0
+
+
+def test_cpu_busy_total_cpu():
+    # recorded: TotalCPU 00:01.988 on the job line, 00:01.986 on .batch, Elapsed 00:00:02
+    r = only("cpu_busy", "ingest")
+    assert r.total_cpu_s == pytest.approx(1.988) and r.elapsed == 2 and r.alloc_cpus == 1
+
+
+def test_no_eligible_column_means_eligible_is_submit():
+    text = (FIX / "completed.parsable2.txt").read_text()
+    assert "Eligible" not in text
+    r = parse_sacct(text, source="p2", epoch_times=False, tz="UTC").records[0]
+    assert r.eligible == r.submit is not None
 
 
 def test_failed_exit3():

@@ -25,6 +25,6 @@ def test_a_0001_store_keeps_its_rows_and_gains_findings(tmp_path):
     new = open_engine(url)
     assert "findings" in inspect(new).get_table_names()
     with new.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
         assert c.execute(text("SELECT count(*) FROM jobs")).scalar() == 1
     new.dispose()

@@ -1,0 +1,44 @@
+"""Running Slurm's client commands: the only place piqc-slurm starts sacct or
+scontrol. Pure parsing of what they print is in parse.py and records.py."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+
+from piqc_slurm.errors import SacctError
+
+SACCT_TIMEOUT = 300
+SCONTROL_TIMEOUT = 30
+
+
+def run_command(argv: list[str], env: Mapping[str, str], timeout: float, what: str) -> str:
+    """Run a Slurm client; its stdout, or SacctError with the client's own last error line."""
+    try:
+        r = subprocess.run(argv, env=dict(env), capture_output=True, text=True, timeout=timeout,
+                           errors="surrogateescape")
+    except FileNotFoundError:
+        raise SacctError(f"{argv[0]} not found (install slurm-client{what})") from None
+    except subprocess.TimeoutExpired:
+        raise SacctError(f"{argv[0]} did not finish within {timeout:g}s (is the Slurm controller overloaded?)") \
+            from None
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+        raise SacctError(f"{argv[0].rsplit('/', 1)[-1]} failed: {last}")
+    return r.stdout
+
+
+def run_sacct(argv: list[str], env: Mapping[str, str], timeout: float = SACCT_TIMEOUT) -> str:
+    return run_command(argv, env, timeout, ", or use --sacct-file")
+
+
+def scontrol_config_value(key: str, env: Mapping[str, str], timeout: float = SCONTROL_TIMEOUT) -> str | None:
+    """One `scontrol show config` value (ClusterName ...); None if absent."""
+    from piqc_slurm.slurm.parse import parse_show_config
+
+    return parse_show_config(run_command(["scontrol", "show", "config"], env, timeout, "")).get(key)
+
+
+def scontrol_nodes(env: Mapping[str, str], timeout: float = SCONTROL_TIMEOUT) -> str:
+    """`scontrol show node -o` (one line per node)."""
+    return run_command(["scontrol", "show", "node", "-o"], env, timeout, "")

@@ -1,0 +1,91 @@
+"""A job's GPU-hours and cost: the one definition every surface prints.
+
+  GPU-hours allocated = GPUs x elapsed seconds / 3600, summed over the job's
+                        nodes (one part per GPU type when a job spans types)
+  cost (GPU job)      = sum over parts of GPU-hours x the part's rate
+                        (prices.py for the lookup order)
+  cost (CPU-only job) = AllocCPUS x elapsed hours x usage.cpu_core_hour_price
+                        (0 unless configured: a GPU-hour price already covers
+                        the CPUs that come with the GPU, so GPU jobs never add it)
+  money               = rounded half-up to the cent, once, where it is shown
+
+Elapsed is Slurm's (End - Start, whole seconds): the Epilog's estimate uses
+the same whole seconds from its own clocks, so it agrees with the accounting
+figure to within a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import ROUND_HALF_UP, Decimal
+from typing import NamedTuple
+
+from piqc_slurm.usage.prices import Prices, Rate
+
+_CENT = Decimal("0.01")
+
+
+class Part(NamedTuple):
+    gpus: int
+    gpu_type: str | None
+
+
+class Cost(NamedTuple):
+    usd: float            # unrounded
+    gpu_hours: float
+    rate: Rate | None     # the rate of the (first) GPU part; None for a CPU job
+    known: bool           # every part's GPU type had a known price
+
+
+def parts_of(alloc_gpus: int, gpu_type: str | None, alloc_tres: str = "") -> list[Part]:
+    """A job's GPUs by type: one part when Slurm recorded one type (or none); one
+    part per type when its AllocTRES names several (gres/gpu:h100=4,gres/gpu:a100=4)."""
+    if gpu_type or not alloc_tres or "gres/gpu:" not in alloc_tres:
+        return [Part(alloc_gpus, gpu_type)]
+    from piqc_slurm.slurm.parse import parse_tres, tres_count
+
+    tres = parse_tres(alloc_tres)
+    typed = [Part(tres_count(tres, k), k.split(":", 1)[1]) for k in tres if k.startswith("gres/gpu:")]
+    typed = [p for p in typed if p.gpus > 0]
+    if not typed or sum(p.gpus for p in typed) != alloc_gpus:
+        return [Part(alloc_gpus, gpu_type)]
+    return typed
+
+
+def gpu_hours(gpus: int, elapsed_s: float) -> float:
+    if gpus <= 0 or elapsed_s <= 0:
+        return 0.0
+    return gpus * float(elapsed_s) / 3600.0
+
+
+def job_cost(parts: Iterable[Part | tuple[int, str | None]], elapsed_s: float, prices: Prices,
+             partition: str | None = None, cpus: int = 0) -> Cost:
+    parts = [Part(*p) for p in parts if p[0] and p[0] > 0]
+    if elapsed_s is None or elapsed_s <= 0:
+        rate = prices.gpu_rate(parts[0].gpu_type, partition) if parts else None
+        return Cost(0.0, 0.0, rate, rate.known if rate else True)
+    if not parts:
+        hours = max(cpus, 0) * float(elapsed_s) / 3600.0
+        return Cost(hours * prices.cpu_core_hour, 0.0, None, True)
+    usd = hours = 0.0
+    first: Rate | None = None
+    known = True
+    for p in parts:
+        rate = prices.gpu_rate(p.gpu_type, partition)
+        first = first or rate
+        known = known and rate.known
+        h = gpu_hours(p.gpus, elapsed_s)
+        hours += h
+        usd += h * rate.usd
+    return Cost(usd, hours, first, known)
+
+
+def money(usd: float | None) -> float | None:
+    """USD rounded half-up to the cent (not float round()'s half-even on a binary value)."""
+    if usd is None:
+        return None
+    return float(Decimal(repr(float(usd))).quantize(_CENT, rounding=ROUND_HALF_UP))
+
+
+def money_text(usd: float | None) -> str:
+    return "" if usd is None else f"{money(usd):.2f}"
