@@ -168,6 +168,8 @@ ALTER TABLE jobs ADD COLUMN restarts INTEGER;
 
 ALTER TABLE jobs ADD COLUMN total_cpu_s FLOAT;
 
+ALTER TABLE jobs ADD COLUMN req_gpus INTEGER;
+
 ALTER TABLE gpu_usage ADD COLUMN util_hist JSON;
 
 CREATE TABLE job_gpus (

@@ -118,7 +118,7 @@ def job_row(job: Job, node: Node | None, cluster: str) -> dict:
         "gpu_type": node.gpu_type if started and job.gpu_indices else None,
         "alloc_tres": _tres(job, node), "nodelist": node.name if started else "", "comment": job.comment,
         "exit_signal": job.exit_signal if job.exit_signal is not None else _signal(job.exit_code),
-        "restarts": job.restarts,
+        "restarts": job.restarts, "req_gpus": job.req_gpus or len(job.gpu_indices),
         "total_cpu_s": (job.cpus * elapsed * job.cpu_util) if job.cpu_util is not None and started else None,
     }
 

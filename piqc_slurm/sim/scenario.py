@@ -33,7 +33,8 @@ contract, so README should carry them too):
   (for the idle-gap "demand" figures); default 0. A started job holds what it
   asked for: default len(gpu_indices), and if given it must equal that.
 - `partition_prices` (extension, top level, optional): USD per GPU-hour by
-  partition; where a job's partition has one it wins over its GPU type's price.
+  partition, for jobs whose GPU type has no price (usage/prices.py: a known
+  type's price wins).
 - `gpu_indices` and the `gpus` of a load are stored ascending, as Slurm lists
   a job's GPUs; a load's position-relative live form (`live_load`) relies on it.
 - No two started jobs hold one GPU of one node at the same time (intervals

@@ -80,7 +80,7 @@ JOB_COLUMNS: tuple[str, ...] = (
     "het_job_offset", "name", "user", "uid", "account", "partition", "qos", "state", "state_by",
     "exit_code", "derived_exit_code", "eligible", "start", "end", "elapsed", "timelimit", "alloc_cpus",
     "alloc_nodes", "alloc_mem_mib", "alloc_gpus", "gpu_type", "alloc_tres", "nodelist", "work_dir",
-    "comment", "exit_signal", "total_cpu_s",
+    "comment", "exit_signal", "total_cpu_s", "req_gpus",
 )
 _HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _MAX_SPLITS_TRIED = 2000
@@ -153,6 +153,7 @@ class JobRecord:
     work_dir: str = ""
     comment: str = ""
     total_cpu_s: float | None = None
+    req_gpus: int | None = None
     nodes: list[str] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     line: int = 0          # where the allocation line starts in the source
@@ -388,6 +389,7 @@ class _Builder:
             # records for a job that was never held; sacct's -S/-E windows select by it.
             eligible=row.conv("eligible", self.time) if "eligible" in row.values else submit,
             total_cpu_s=row.conv("totalcpu", parse_cputime),
+            req_gpus=row.conv("reqtres", lambda v: _tres_facts(v)[0]) if "reqtres" in row.values else None,
             timelimit=row.conv("timelimit", parse_elapsed),
             alloc_nodes=row.conv("allocnodes", parse_int, tres_nodes),
             alloc_mem_mib=mem, alloc_gpus=gpus, gpu_type=gpu_type,

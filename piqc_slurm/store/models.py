@@ -69,6 +69,7 @@ class Job(Base):
     exit_signal: Mapped[int | None] = mapped_column(Integer)  # the job's signal, else its batch step's
     restarts: Mapped[int | None] = mapped_column(Integer)  # SLURM_JOB_RESTART_COUNT (sacct 22.05 has none)
     total_cpu_s: Mapped[float | None] = mapped_column(Float)  # sacct TotalCPU, seconds
+    req_gpus: Mapped[int | None] = mapped_column(Integer)  # ReqTRES gres/gpu: a pending job's demand
 
     summaries: Mapped[list[NodeSummary]] = relationship(back_populates="job")
 

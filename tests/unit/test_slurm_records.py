@@ -99,7 +99,8 @@ def test_completed():
         "eligible": 1795868096, "start": 1795868096, "end": 1795868096, "elapsed": 0, "timelimit": None,
         "alloc_cpus": 1, "alloc_nodes": 1, "alloc_mem_mib": 100, "alloc_gpus": 1, "gpu_type": "h100",
         "alloc_tres": "billing=1,cpu=1,gres/gpu:h100=1,gres/gpu=1,mem=100M,node=1", "nodelist": "vm",
-        "work_dir": "/home/piqcuser", "comment": "", "exit_signal": 0, "total_cpu_s": None}
+        "work_dir": "/home/piqcuser", "comment": "", "exit_signal": 0, "total_cpu_s": None,
+        "req_gpus": 1}
     assert r.nodes == ["vm"]
     assert [(s.step, s.name, s.state, s.exit_code) for s in r.steps] == [
         ("batch", "batch", "COMPLETED", "0:0"), ("extern", "extern", "COMPLETED", "0:0")]

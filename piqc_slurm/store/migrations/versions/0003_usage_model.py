@@ -19,6 +19,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('exit_signal', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('restarts', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('total_cpu_s', sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column('req_gpus', sa.Integer(), nullable=True))
     with op.batch_alter_table('gpu_usage', schema=None) as batch_op:
         batch_op.add_column(sa.Column('util_hist', sa.JSON(), nullable=True))
     op.create_table('job_gpus',
@@ -64,6 +65,7 @@ def downgrade() -> None:
     with op.batch_alter_table('gpu_usage', schema=None) as batch_op:
         batch_op.drop_column('util_hist')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_column('req_gpus')
         batch_op.drop_column('total_cpu_s')
         batch_op.drop_column('restarts')
         batch_op.drop_column('exit_signal')

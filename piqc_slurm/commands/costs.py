@@ -1,0 +1,62 @@
+"""`piqc-slurm costs`: spend and cost per completed job, per group (sreport style)."""
+
+from __future__ import annotations
+
+import click
+
+from piqc_slurm.commands import load_config, store_url
+
+
+def register(group: click.Group) -> None:
+    @group.command()
+    @click.option("-S", "--since", "--starttime", "since", metavar="TIME",
+                  help="Window start, sacct time formats (2026-11-01, now-7days, midnight). "
+                       "Default: 00:00 yesterday, as sreport.")
+    @click.option("-E", "--until", "--endtime", "until", metavar="TIME", help="Window end. Default: 00:00 today.")
+    @click.option("--by", type=click.Choice(["user", "account", "partition", "gputype", "job"]),
+                  help="One row per group, then the total. job = a recurring job: same name + user + account.")
+    @click.option("-P", "--parsable2", "mode", flag_value="P", help="Fields separated by |, no trailing |.")
+    @click.option("-p", "--parsable", "mode", flag_value="p", help="Each field followed by |.")
+    @click.option("-n", "--noheader", is_flag=True, help="No header line.")
+    @click.option("-o", "--format", "fmt", metavar="FIELDS",
+                  help="Comma-separated fields (default: all): Group, Jobs, Completed, GPUHours, SpendUSD, "
+                       "FailedSpendUSD, CostPerCompletedUSD, WasteUSD, RecoverablePerYearUSD.")
+    @click.pass_context
+    def costs(ctx, since, until, by, mode, noheader, fmt) -> None:
+        """GPU spend per group: jobs, completed jobs, GPU-hours, spend, spend on
+        failed runs, cost per completed job, waste, and the waste recoverable per year.
+
+        A job counts in the window that holds its End. Cost per completed job
+        divides ALL spend (failed attempts included) by the completed runs: the
+        number that says what one result costs.
+
+        \b
+          piqc-slurm costs -S 2026-11-01 -E 2026-12-01 --by account
+          piqc-slurm costs -S now-7days -E now --by job -P -o Group,Completed,CostPerCompletedUSD
+        """
+        from piqc_slurm import costs as C
+        from piqc_slurm.query.access import Caller, is_admin
+        from piqc_slurm.query.gpu import load_price_book
+        from piqc_slurm.query.store import Reader
+        from piqc_slurm.timespec import parse_timespec, start_of_today
+
+        fields = C.parse_fields(fmt)
+        cfg = load_config(ctx)
+        today = start_of_today()
+        e = parse_timespec(until) if until else today
+        s = parse_timespec(since) if since else today - 86400
+        if s >= e:
+            raise click.UsageError(f"--since ({since}) must be before --until ({until or 'today 00:00'})")
+        me = Caller.current()
+        users = None if is_admin(me, cfg["access.admin_users"], cfg["access.admin_groups"]) else [me.name]
+        reader = Reader(store_url(ctx, cfg))
+        try:
+            book = load_price_book(reader, cfg)
+            jobs = C.priced(C.load_jobs(reader, s, e, users), book)
+            first = C.first_end(reader)
+            t0 = max(e - C.TRAILING_DAYS * 86400, first if first is not None else e)
+            trailing = C.priced(C.load_jobs(reader, t0, e, users), book) if t0 < e else []
+        finally:
+            reader.close()
+        rows = C.table(jobs, by, trailing, (e - t0) / 86400)
+        click.echo(C.render(rows, fields, mode or "table", not noheader), nl=False)

@@ -1,0 +1,51 @@
+"""`piqc-slurm seff JOBID`: one job's report for a person."""
+
+from __future__ import annotations
+
+import click
+
+from piqc_slurm.commands import load_config, open_store, store_url
+
+
+def register(group: click.Group) -> None:
+    @group.command()
+    @click.argument("jobid")
+    @click.option("-M", "--cluster", metavar="NAME", help="Cluster, where the store holds several.")
+    @click.pass_context
+    def seff(ctx: click.Context, jobid: str, cluster: str | None) -> None:
+        """One job's GPU efficiency report: allocation, elapsed, state, per-GPU
+        utilization, memory and energy, cost, and advice (like seff/jobstats).
+
+        JOBID is sacct's JobID (1234, 1234_5) or JobIDRaw. Users see their own
+        jobs; [access] admin_users/admin_groups see all.
+        """
+        import time
+
+        from sqlalchemy.orm import Session
+
+        from piqc_slurm.errors import UsageError
+        from piqc_slurm.query.access import Caller, is_admin
+        from piqc_slurm.query.gpu import load_price_book, values_for_job
+        from piqc_slurm.query.store import Reader
+        from piqc_slurm.report.seff import load_job, render
+
+        cfg = load_config(ctx)
+        url = store_url(ctx, cfg)
+        engine = open_store(ctx, cfg)
+        with Session(engine) as session:
+            view = load_job(session, jobid, cluster)
+        me = Caller.current()
+        allowed = view is not None and (view.job["user"] == me.name
+                                        or is_admin(me, cfg["access.admin_users"], cfg["access.admin_groups"]))
+        if not allowed:
+            raise UsageError(f"job {jobid} not found in the store (ingest first, or it is not yours)")
+        j = view.job
+        reader = Reader(url)
+        try:
+            book = load_price_book(reader, cfg)
+            values = values_for_job(reader, j, book, now=int(time.time()))
+        finally:
+            reader.close()
+        rate = book.for_cluster(j["cluster"]).gpu_rate(values.gpu_type, j["partition"]).usd
+        click.echo(render(view, values, rate), nl=False)
+
