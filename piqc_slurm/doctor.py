@@ -13,6 +13,7 @@ import re
 import shlex
 import stat
 import subprocess
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +137,75 @@ def check_store(db_url: str) -> Check:
     return Check(OK, "store", f"{redact_url(db_url)} reachable, schema up to date")
 
 
+def gpu_type_counts(engine) -> dict[str, int]:
+    """{GPU type, lower case: how many jobs have it} over jobs.gpu_type and node_gpus.gpu_type
+    (a type only the node inventory shows counts 0). SQLAlchemyError if the tables cannot be read."""
+    from sqlalchemy import func, select
+
+    from piqc_slurm.store.models import Job, NodeGpu
+
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        for t, n in conn.execute(select(Job.gpu_type, func.count()).where(Job.gpu_type.is_not(None))
+                                 .group_by(Job.gpu_type)):
+            key = str(t).strip().lower()
+            counts[key] = counts.get(key, 0) + int(n)
+        for t in conn.execute(select(NodeGpu.gpu_type).where(NodeGpu.gpu_type.is_not(None)).distinct()).scalars():
+            counts.setdefault(str(t).strip().lower(), 0)
+    counts.pop("", None)
+    return counts
+
+
+def unknown_gpu_types(counts: Mapping[str, int], catalog, priced: Iterable[str] = ()) -> dict[str, int]:
+    """The part of gpu_type_counts() whose GPU-hours are priced at the fallback (or by partition):
+    {type: job count}, most jobs first. Known: a catalog type or any gres name of one (`a100`,
+    `nvidia_h100_80gb_hbm3`; Catalog.canonical), or a type in `priced` (the config's [prices]
+    keys). Pure; the digest can use it too."""
+    known = {str(k).strip().lower() for k in priced} - {"default"}
+    unknown = {t: n for t, n in counts.items() if t not in known and catalog.canonical(t) is None}
+    return dict(sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def check_gpu_types(db_url: str, prices: Mapping[str, float] | None = None) -> Check:
+    """GPU types in the store (jobs, node inventory) that the catalog does not know: their
+    GPU-hours are priced at the fallback (or by partition), not at a price for the card."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from piqc_slurm.errors import StoreError, first_line
+    from piqc_slurm.store.db import open_engine
+    from piqc_slurm.usage.catalog import load_catalog
+
+    name = "gpu types"
+    prices = {str(k).strip().lower(): v for k, v in (prices or {}).items()}
+    try:
+        catalog = load_catalog()
+    except ValueError as exc:
+        return Check(FAIL, name, str(exc), "reinstall piqc-slurm (its GPU catalog is unreadable)")
+    try:
+        engine = open_engine(db_url, connect_timeout=5, migrate_schema=False)
+    except StoreError as exc:
+        return Check(OK, name, f"skipped: the store is not reachable ({exc})")
+    try:
+        counts = gpu_type_counts(engine)
+    except SQLAlchemyError as exc:
+        return Check(OK, name, f"skipped: the store cannot be read ({first_line(exc)})")
+    finally:
+        engine.dispose()
+    if not counts:
+        return Check(OK, name, "skipped: no GPU types in the store yet (nothing ingested)")
+    unknown = unknown_gpu_types(counts, catalog, prices)
+    if not unknown:
+        return Check(OK, name, f"{len(counts)} GPU type(s) in the store, all in the catalog or [prices]: "
+                     f"{', '.join(sorted(counts))}")
+    fallback = float(prices.get("default", catalog.fallback_price))
+    listed = ", ".join(f"{t} ({n} job{'' if n == 1 else 's'}{'' if n else ', nodes only'})"
+                       for t, n in unknown.items())
+    return Check(WARN, name, f"not in the GPU catalog: {listed}; priced at the fallback ${fallback:.2f} per "
+                 "GPU-hour (or by [partition_prices]), not at a price for the card",
+                 f"add each to [prices] in the config (`{next(iter(unknown))} = <USD per GPU-hour>`), "
+                 "or to the GPU catalog (docs/catalog.md)")
+
+
 def check_sacct(timeout: float = 15) -> Check:
     try:
         r = subprocess.run(["sacct", "-n", "-X", "-P", "-S", "now-1hours", "-o", "JobID"], capture_output=True,
@@ -179,5 +249,6 @@ def run_all(cfg, db_url: str) -> list[Check]:
     checks += check_hooks(slurm_conf)
     checks.append(check_spank(slurm_conf))
     checks.append(check_store(db_url))
+    checks.append(check_gpu_types(db_url, cfg["prices"]))
     checks.append(check_sacct())
     return checks

@@ -132,3 +132,38 @@ def test_json_of_nothing_is_an_empty_list(stores, tz):
     tz("UTC")
     meta = {"argv": ["-j", "999999", "--json"], "env": {}, "now": 1795870729}
     assert ours(stores[VERSIONS[-1]], meta) == b'{"jobs": []}\n'
+
+
+def test_a_file_without_eligible_shows_its_jobs_in_windows_as_real_sacct(tmp_path, tz):
+    """`ingest --sacct-file` of output without an Eligible column takes Eligible = Submit (what Slurm records
+    for a job that was never held). The recorded store with that column cut out, then every recorded -S/-E
+    window: each job real sacct listed is listed; the only extra ones are the jobs real sacct never listed
+    because they were held (Eligible Unknown in the recording: 8, 150): a file without Eligible cannot say so."""
+    d = VERSIONS[0]
+    lines = (d / "store.sacct.txt").read_text().splitlines(keepends=True)
+    body = [ln for ln in lines if not ln.startswith("#")]
+    names = body[0].rstrip("\n").split("|")
+    cut = names.index("Eligible")
+
+    def drop(line: str) -> str:
+        parts = line.rstrip("\n").split("|")
+        # free-text fields come last: a '|' inside a job name only adds fields after Eligible
+        return "|".join(parts[:cut] + parts[cut + 1:]) + "\n"
+
+    src = tmp_path / "no-eligible.txt"
+    src.write_text("".join(drop(ln) for ln in body))
+    url = f"sqlite:///{tmp_path}/piqc.db"
+    engine = open_engine(url)
+    res = ingest(engine, cluster="piqc", sacct_file=str(src), file_tz="UTC")
+    engine.dispose()
+    assert res.errors == []
+    windows = [c for c in CASES if "-S" in read_case(c)[0]["argv"] and "-j" not in read_case(c)[0]["argv"]
+               and "-P" in read_case(c)[0]["argv"] and "-n" not in read_case(c)[0]["argv"]]
+    assert len(windows) >= 3
+    for case in windows:
+        meta, expected = read_case(case)
+        tz(meta["env"].get("TZ", "UTC"))
+        want = {ln.split("|")[0] for ln in expected.decode().splitlines()[1:]}
+        got = {ln.split("|")[0] for ln in ours(url, meta).decode().splitlines()[1:]}
+        assert want <= got, case.name
+        assert {j.split(".")[0] for j in got - want} <= {"8", "150_[1-5%2]"}, case.name

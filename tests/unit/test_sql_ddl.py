@@ -267,3 +267,41 @@ def test_example_queries_run(views_db):
     assert low_util == []
     assert [(r["day"], r["account"]) for r in daily] == [("2026-11-28", "nlp"), ("2026-11-27", "cv"),
                                                           ("2026-11-27", "nlp")]
+
+
+def test_views_agree_with_usage(views_db, tmp_path):
+    """v_job_gpu.util_avg and v_job_cost.cost_usd are GPUUtilAvg and CostUSD (piqc_slurm/usage/): the same
+    jobs through `piqc-slurm sacct` and through the views, with the same prices in both."""
+    import io
+
+    from piqc_slurm.config import Config, defaults
+    from piqc_slurm.query.access import Caller
+    from piqc_slurm.query.command import parse_args
+    from piqc_slurm.query.run import Settings, run
+
+    # a GPU that fell off the bus half way (sampled 3600 of 7200 s) on a job of its own: (60 + 40 x 0.5) / 2 = 40
+    path = views_db.execute("PRAGMA database_list").fetchone()[2]
+    views_db.commit()
+    engine = open_engine(f"sqlite:///{path}")
+    with Session(engine) as session:
+        j6 = job(1007, "erin", "nlp", D0 + 40 * H, D0 + 42 * H, 2, "h100")
+        session.add_all([j6, summary(j6, "gpu04", [gpu(0, 60.0), gpu(1, 40.0, seconds=3600.0)])])
+        session.commit()
+    engine.dispose()
+    views_db.execute("INSERT INTO gpu_prices VALUES ('a10g', 1.0)")
+    views_db.commit()
+    view = {r["job_id"]: r for r in rows(views_db, "SELECT g.job_id, g.util_avg, c.cost_usd FROM v_job_gpu g "
+                                                   "JOIN v_job_cost c ON c.job_ref = g.job_ref")}
+    assert view["1007"]["util_avg"] == pytest.approx(40.0)
+    buf = io.BytesIO()
+    cfg = Config({**defaults(), "prices": {"h100": 4.0, "a10g": 1.0, "default": 1.0}})
+    run(parse_args(["-M", "all", "-j", "1001,1002,1003,1004,1005,1007", "-P", "-n", "-o",
+                    "JobID,GPUUtilAvg,CostUSD"]), url=f"sqlite:///{path}", settings=Settings(config=cfg),
+        caller=Caller(0, "root"), out=buf, env={}, now=D0 + 50 * H)
+    sacct = {ln.split("|")[0]: ln.split("|")[1:] for ln in buf.getvalue().decode().splitlines()}
+    assert set(sacct) == set(view)
+    for jid, (util, cost) in sacct.items():
+        v = view[jid]
+        assert util == ("" if v["util_avg"] is None else f"{v['util_avg']:.1f}"), jid
+        if jid not in ("1004", "1005"):  # a CPU job and a running one: the view prices neither the same way
+            assert cost == f"{v['cost_usd']:.2f}", jid

@@ -28,3 +28,29 @@ def test_a_0001_store_keeps_its_rows_and_gains_findings(tmp_path):
         assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
         assert c.execute(text("SELECT count(*) FROM jobs")).scalar() == 1
     new.dispose()
+
+
+def test_a_0002_store_keeps_its_rows_and_gains_the_usage_model(tmp_path):
+    url = f"sqlite:///{tmp_path}/old.db"
+    old = create_engine(url)
+    migrate(old, "0002")
+    with old.begin() as c:
+        c.execute(text("INSERT INTO jobs (cluster, job_id_raw, submit, job_id, name, user, account, partition, qos, "
+                       "state, exit_code, derived_exit_code, elapsed, alloc_cpus, alloc_nodes, alloc_gpus, "
+                       "alloc_tres, nodelist, work_dir, comment) VALUES ('c', 7, 100, '7', 'n', 'u', '', '', '', "
+                       "'FAILED', '3:0', '', 10, 1, 1, 2, '', 'vm', '', '')"))
+        c.execute(text("INSERT INTO node_summaries (cluster, job_id_raw, restart_count, node, started_at, job_ref, "
+                       "user, monitor, partial, gpu_count, doc) VALUES ('c', 7, 0, 'vm', 100, 1, 'u', 'on', 0, 1, "
+                       "'{}')"))
+        c.execute(text("INSERT INTO gpu_usage (summary_id, minor, lost, samples, seconds, util_mean) "
+                       "VALUES (1, 0, 0, 10, 10.0, 55.5)"))
+    old.dispose()
+    new = open_engine(url)
+    tables = set(inspect(new).get_table_names())
+    assert {"job_gpus", "node_gpus", "price_overrides", "catalog_overrides"} <= tables
+    with new.connect() as c:
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert c.execute(text("SELECT job_id, state, exit_code, exit_signal, restarts, total_cpu_s, req_gpus "
+                              "FROM jobs")).one() == ("7", "FAILED", "3:0", None, None, None, None)
+        assert c.execute(text("SELECT util_mean, util_hist FROM gpu_usage")).one() == (55.5, None)
+    new.dispose()
