@@ -107,7 +107,10 @@ def render(view: JobView, values: GpuValues, rate: float) -> str:
         lines.append("")
         lines.append(f"GPU utilization over the allocation: {values.util_avg or 0:.1f}%   "
                      f"GPUs that did work: {used} of {ngpu}")
-        if idle:
-            lines.append(f"Advice: {len(idle)} of {ngpu} GPUs did no work: request --gres=gpu:{max(used, 1)} "
+        if idle and used == 0:
+            lines.append(f"Advice: this job used no GPU ({ngpu} allocated, none did work): "
+                         f"${money(values.waste_usd) or 0:,.2f} of its cost bought idle GPUs.")
+        elif idle:
+            lines.append(f"Advice: {len(idle)} of {ngpu} GPUs did no work: request --gres=gpu:{used} "
                          f"(${money(values.waste_usd) or 0:,.2f} of this job's cost bought idle GPUs).")
     return "\n".join(lines) + "\n"

@@ -123,3 +123,10 @@ def test_seff_and_sacct_agree_on_cost_utilization_and_waste(tmp_path):
     assert f"GPU cost: ${cost} " in seff
     assert f"GPU utilization over the allocation: {util}%" in seff
     assert f"(${waste} of this job's cost bought idle GPUs)" in seff
+
+
+def test_a_job_that_used_no_gpu_is_told_so():
+    # recorded: the sampler was killed on a 1-GPU job whose GPU never worked (did_work false)
+    text = render(load("sampler-killed"), PRICES)
+    assert "Advice: this job used no GPU (1 allocated, none did work): $" in text
+    assert "--gres=gpu:1" not in text and "--gres=gpu:0" not in text
