@@ -325,23 +325,36 @@ def parse_show_config(text: str) -> dict[str, str]:
     return out
 
 
-_GRES_ITEM = re.compile(r"^gpu(?::(?P<type>[^:(]+))?:(?P<count>\d+)(?:\(.*\))?$")
+# One GRES of a node, as slurm.conf writes it (`<name>[:<type>][:no_consume]:<number>[K|M|G|T|P]`) or as
+# slurmctld rebuilds it once slurmd registers (gres.c, _build_node_gres_str: the count with the same
+# suffixes, then the sockets, `(S:0-1)` or `(S:0,2,4)`).
+_GRES_ITEM = re.compile(r"^gpu(?::(?!no_consume:)(?P<type>[^:(]+))?(?::no_consume)?:(?P<count>\d+)(?P<suffix>[KMGTP]?)"
+                        r"(?:\(.*\))?$")
 
 
 def parse_node_gres(text: str) -> dict[str, list[tuple[str | None, int]]]:
     """`scontrol show node -o` -> {node: [(gpu type or None, count), ...]} from each line's Gres=
-    (gpu:h100:8, gpu:a100:4(S:0-1),gpu:t4:2, gpu:2; (null) or no gpu: no entry)."""
+    (gpu:h100:8, gpu:a100:4(S:0-1),gpu:t4:2, gpu:2; other GRES (mps, shard, nic ...) are left out;
+    (null) or no gpu: no entry)."""
     out: dict[str, list[tuple[str | None, int]]] = {}
     for line in text.splitlines():
-        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        fields: dict[str, str] = {}
+        for f in line.split():
+            if "=" in f:
+                k, v = f.split("=", 1)
+                fields.setdefault(k, v)  # the node's own fields come first, a free-text Reason= comes later
         node, gres = fields.get("NodeName"), fields.get("Gres", "")
         if not node or not gres or gres == "(null)":
             continue
         items = []
-        for item in re.split(r",(?=gpu|[a-z]+:)", gres):
+        # the commas between GRES, not those of a socket list `(S:0,2)`, whatever the next GRES is named
+        for item in re.split(r",(?![^(]*\))", gres):
             m = _GRES_ITEM.match(item.strip())
             if m:
-                items.append((m.group("type"), int(m.group("count"))))
+                suffix = m.group("suffix")
+                count = int(m.group("count")) * (1024 ** ("KMGTP".index(suffix) + 1) if suffix else 1)
+                if count:
+                    items.append((m.group("type"), count))
         if items:
             out[node] = items
     return out

@@ -4,7 +4,8 @@ Sources, by how much they know: `summary` (the sampler read the device:
 type, UUID, NVML name), `scenario` (simulate: a scenario's nodes), `scontrol`
 (Gres= of `scontrol show node` at ingest: only counts and types, minors
 numbered 0..N-1 in order). A source never overwrites what a better one
-recorded, and a newer sighting from the same or a better source wins."""
+recorded; a better source wins whatever its date (ingest reads scontrol
+before it replays the day's summaries), the same source when newer."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def note_gpus(session: Session, cluster: str, node: str,
             session.add(NodeGpu(cluster=cluster, node=node, minor=minor, gpu_type=gpu_type, uuid=uuid, name=name,
                                 source=source, seen_at=seen_at))
             n += 1
-        elif RANK[source] >= RANK.get(row.source, 0) and seen_at >= row.seen_at:
+        elif RANK[source] > RANK.get(row.source, 0) or (RANK[source] == RANK.get(row.source, 0)
+                                                        and seen_at >= row.seen_at):
             row.gpu_type = gpu_type or row.gpu_type
             row.uuid, row.name = uuid or row.uuid, name or row.name
             row.source, row.seen_at = source, seen_at

@@ -80,11 +80,18 @@ def job_cost(parts: Iterable[Part | tuple[int, str | None]], elapsed_s: float, p
     return Cost(usd, hours, first, known)
 
 
+_NANO = Decimal("0.000000001")
+
+
 def money(usd: float | None) -> float | None:
-    """USD rounded half-up to the cent (not float round()'s half-even on a binary value)."""
+    """USD rounded half-up to the cent (not float round()'s half-even on a binary value).
+
+    The float is first rounded to 1e-9 to drop binary noise: 1 GPU x 1044 s x $1.50/h is
+    exactly $0.435, computed as 0.43499999999999994, and must print 0.44 as by hand."""
     if usd is None:
         return None
-    return float(Decimal(repr(float(usd))).quantize(_CENT, rounding=ROUND_HALF_UP))
+    exact = Decimal(repr(float(usd))).quantize(_NANO, rounding=ROUND_HALF_UP)
+    return float(exact.quantize(_CENT, rounding=ROUND_HALF_UP))
 
 
 def money_text(usd: float | None) -> str:

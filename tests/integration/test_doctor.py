@@ -34,3 +34,31 @@ def test_doctor_says_what_to_fix(cluster, tmp_path):
     assert "PrologFlags=(unset) lacks Alloc" in out and "fix: add PrologFlags=Alloc" in out
     assert "Epilog= is not set" in out
     assert "FAIL  store" in out and "WARN  nvml" in out
+
+
+def test_doctor_names_gpu_types_the_catalog_does_not_know(cluster, tmp_path):
+    from sqlalchemy.orm import Session
+
+    from piqc_slurm.store import open_engine
+    from piqc_slurm.store.models import Job
+
+    url = f"sqlite:///{tmp_path}/store.db"
+    engine = open_engine(url)
+
+    def add(*types):
+        with Session(engine) as s, s.begin():
+            n = s.query(Job).count()
+            for i, t in enumerate(types, n + 1):
+                s.add(Job(cluster="piqc", job_id_raw=i, submit=i, job_id=str(i), gpu_type=t, alloc_gpus=1))
+
+    add("h100", "a100")
+    r = doctor(cluster, PIQC_DB=url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert any(line.startswith("OK") and " gpu types " in line for line in r.stdout.splitlines()), r.stdout
+    add("mi300x", "mi300x")
+    r = doctor(cluster, PIQC_DB=url)
+    engine.dispose()
+    assert r.returncode == 0, r.stdout + r.stderr  # a warning, not a failure
+    line = next(ln for ln in r.stdout.splitlines() if " gpu types " in ln)
+    assert line.startswith("WARN") and "mi300x (2 jobs)" in line and "fallback" in line, r.stdout
+    assert "fix: add each to [prices] in the config (`mi300x = <USD per GPU-hour>`)" in r.stdout

@@ -57,6 +57,7 @@ def test_parts_from_alloc_tres():
 def test_money_rounds_half_up_to_the_cent():
     assert money(2.675) == 2.68          # round(2.675, 2) is 2.67 (binary float, half-even)
     assert money(0.125) == 0.13 and money(0.124999) == 0.12
+    assert money(1 * 1044 / 3600 * 1.50) == 0.44  # exactly 0.435 by hand; 0.43499999999999994 as a float
     assert money_text(32) == "32.00" and money_text(None) == ""
 
 
