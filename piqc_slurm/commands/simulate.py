@@ -23,7 +23,7 @@ def register(group: click.Group) -> None:
 
         \b
           piqc-slurm simulate --scenario examples/eight-asked-three-used/scenario.json
-          piqc-slurm sacct -M sim -S 2026-11-01 -o JobID,AllocGPUs,GPUsUsed,CostUSD
+          piqc-slurm sacct -M ex-eight -S 2026-11-01 -o JobID,AllocGPUs,GPUsUsed,CostUSD
           piqc-slurm costs -S 2026-11-01 -E 2026-12-01 --by account
         """
         import sys
