@@ -83,9 +83,13 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
                 partial, reason = True, why or "sampler ended without a final checkpoint"
             elif checkpoint is None:
                 partial, reason = True, f"{why + '; ' if why else ''}{ck_err}"
-    from piqc_slurm.usage.catalog import load_catalog
+    from piqc_slurm.usage.catalog import load_catalog, without_types
 
-    catalog = load_catalog()
+    try:
+        catalog = load_catalog()
+    except (OSError, ValueError) as exc:  # a broken install must not lose the job's summary
+        log.error("GPU catalog unreadable, summary without GPU types: %s", exc)
+        catalog = without_types(str(exc))
     summary = build_summary(job, checkpoint, ended=now, partial=partial, partial_reason=reason,
                             monitor=monitor, interval=interval, catalog=catalog,
                             min_share=cfg["usage.min_active_share"])

@@ -360,3 +360,12 @@ def load_catalog(path: str | None = None) -> Catalog:
     except json.JSONDecodeError as e:
         raise ValueError(f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     return Catalog(data, source)
+
+
+UNREADABLE_FALLBACK = 2.0
+
+
+def without_types(reason: str) -> Catalog:
+    """A catalog that knows no GPU type (every GPU unknown, priced at the fallback): what the
+    Epilog uses when the package's catalog cannot be read, so a job's summary is still spooled."""
+    return Catalog._from_parts({}, UNREADABLE_FALLBACK, reason, "1970-01", "none")

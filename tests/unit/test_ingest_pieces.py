@@ -54,3 +54,15 @@ def test_pieces_give_the_same_store_and_line_numbers(tmp_path, monkeypatch):
 
     assert where(pieces.errors) == where(whole.errors) and len(whole.errors) == 1
     assert f":{text.splitlines().index('99999' + chr(31) + 'garbage') + 1}: " in whole.errors[0]
+
+
+def test_a_file_without_cluster_and_no_cluster_name_is_one_clear_error(tmp_path):
+    from piqc_slurm.errors import SacctError
+
+    engine = open_engine(f"sqlite:///{tmp_path}/x.db")
+    src = SACCT / "completed.parsable2.txt"          # recorded without a Cluster column
+    with pytest.raises(SacctError, match=r"completed\.parsable2\.txt: no Cluster column, and no cluster name is "
+                                         r"known: set `cluster` in the config"):
+        ingest_mod.ingest(engine, cluster="", sacct_file=str(src))
+    assert ingest_mod.ingest(engine, cluster="piqc", sacct_file=str(src)).jobs == 1
+    engine.dispose()

@@ -130,3 +130,18 @@ def test_a_job_that_used_no_gpu_is_told_so():
     text = render(load("sampler-killed"), PRICES)
     assert "Advice: this job used no GPU (1 allocated, none did work): $" in text
     assert "--gres=gpu:1" not in text and "--gres=gpu:0" not in text
+
+
+def test_a_summary_still_builds_without_a_readable_catalog():
+    from piqc_slurm.summary import build
+    from piqc_slurm.usage.catalog import without_types
+
+    cat = without_types("gpus.json: not valid JSON")
+    assert cat.canonical("h100") is None and cat.type_of_name("NVIDIA H100 80GB HBM3") is None
+    s = build({"cluster": "c", "job_id": 1, "restart_count": 0, "node": "n", "gpus": [0], "prolog_time": 10.0},
+              {"nvml": {"ok": True}, "started": 10.0, "gpus": [{"minor": 0, "name": "NVIDIA H100 80GB HBM3",
+                                                                "lost": False, "agg": {"samples": 3, "seconds": 3.0,
+                                                                                       "active_seconds": 3.0}}]},
+              ended=13.0, partial=False, partial_reason=None, monitor="on", interval=1.0, catalog=cat)
+    assert s["devices"][0]["gpu_type"] is None and s["devices"][0]["did_work"] is True
+    assert Prices(cat).gpu_rate("h100") == (2.0, "fallback", None)   # unknown, never zero
