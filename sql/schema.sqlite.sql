@@ -210,3 +210,17 @@ CREATE TABLE catalog_overrides (
 );
 
 UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
+
+-- Running upgrade 0003 -> 0004
+
+ALTER TABLE findings ADD COLUMN sentence TEXT DEFAULT '' NOT NULL;
+
+ALTER TABLE findings ADD COLUMN advice TEXT DEFAULT '' NOT NULL;
+
+ALTER TABLE findings ADD COLUMN est_elapsed BIGINT;
+
+ALTER TABLE findings ADD COLUMN est_cost_usd FLOAT;
+
+ALTER TABLE findings ADD COLUMN confidence VARCHAR(16);
+
+UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';

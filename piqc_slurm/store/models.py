@@ -195,6 +195,12 @@ class Finding(Base):
     advice_gpus: Mapped[int | None] = mapped_column(Integer)
     advice_tier: Mapped[str | None] = mapped_column(String(32))
     analyzed_at: Mapped[int] = mapped_column(BigInteger)
+    # 0004
+    sentence: Mapped[str] = mapped_column(Text, default="", server_default="")  # the evidence, for a person
+    advice: Mapped[str] = mapped_column(Text, default="", server_default="")    # what to change
+    est_elapsed: Mapped[int | None] = mapped_column(BigInteger)  # seconds the job would need on the advice
+    est_cost_usd: Mapped[float | None] = mapped_column(Float)    # its cost there
+    confidence: Mapped[str | None] = mapped_column(String(16))   # high, medium, low
 
     __table_args__ = (
         UniqueConstraint("job_ref", "code", name="uq_findings_job_code"),

@@ -25,7 +25,7 @@ def test_a_0001_store_keeps_its_rows_and_gains_findings(tmp_path):
     new = open_engine(url)
     assert "findings" in inspect(new).get_table_names()
     with new.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
         assert c.execute(text("SELECT count(*) FROM jobs")).scalar() == 1
     new.dispose()
 
@@ -49,7 +49,7 @@ def test_a_0002_store_keeps_its_rows_and_gains_the_usage_model(tmp_path):
     tables = set(inspect(new).get_table_names())
     assert {"job_gpus", "node_gpus", "price_overrides", "catalog_overrides"} <= tables
     with new.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
         assert c.execute(text("SELECT job_id, state, exit_code, exit_signal, restarts, total_cpu_s, req_gpus "
                               "FROM jobs")).one() == ("7", "FAILED", "3:0", None, None, None, None)
         assert c.execute(text("SELECT util_mean, util_hist FROM gpu_usage")).one() == (55.5, None)
