@@ -225,6 +225,37 @@ ALTER TABLE findings ADD COLUMN est_cost_usd FLOAT;
 
 ALTER TABLE findings ADD COLUMN confidence VARCHAR(16);
 
+ALTER TABLE gpu_usage ADD COLUMN power_limit_w FLOAT;
+
+ALTER TABLE gpu_usage ADD COLUMN power_frac_mean FLOAT;
+
+ALTER TABLE gpu_usage ADD COLUMN sm_active_mean FLOAT;
+
+ALTER TABLE gpu_usage ADD COLUMN sm_active_p95 FLOAT;
+
+ALTER TABLE gpu_usage ADD COLUMN sm_occupancy_mean FLOAT;
+
+ALTER TABLE gpu_usage ADD COLUMN sm_occupancy_p95 FLOAT;
+
+ALTER TABLE gpu_usage ADD COLUMN tensor_active_mean FLOAT;
+
+ALTER TABLE gpu_usage ADD COLUMN tensor_active_p95 FLOAT;
+
+ALTER TABLE gpu_usage ADD COLUMN dram_active_mean FLOAT;
+
+ALTER TABLE gpu_usage ADD COLUMN dram_active_p95 FLOAT;
+
+CREATE TABLE analysis_runs (
+    id SERIAL NOT NULL,
+    since BIGINT NOT NULL,
+    until BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    jobs INTEGER NOT NULL,
+    findings INTEGER NOT NULL,
+    thresholds JSON NOT NULL,
+    PRIMARY KEY (id)
+);
+
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
 
 COMMIT;

@@ -144,6 +144,17 @@ class GpuUsage(Base):
     process_seconds: Mapped[float | None] = mapped_column(Float)
     job_process_seconds: Mapped[float | None] = mapped_column(Float)
     util_hist: Mapped[list | None] = mapped_column(JSON)  # 0003: ms per utilization percent, 101 bins
+    # 0004: power against its limit, and NVML GPM activity (0..1; absent where the GPU has no GPM)
+    power_limit_w: Mapped[float | None] = mapped_column(Float)
+    power_frac_mean: Mapped[float | None] = mapped_column(Float)
+    sm_active_mean: Mapped[float | None] = mapped_column(Float)
+    sm_active_p95: Mapped[float | None] = mapped_column(Float)
+    sm_occupancy_mean: Mapped[float | None] = mapped_column(Float)
+    sm_occupancy_p95: Mapped[float | None] = mapped_column(Float)
+    tensor_active_mean: Mapped[float | None] = mapped_column(Float)
+    tensor_active_p95: Mapped[float | None] = mapped_column(Float)
+    dram_active_mean: Mapped[float | None] = mapped_column(Float)
+    dram_active_p95: Mapped[float | None] = mapped_column(Float)
 
     summary: Mapped[NodeSummary] = relationship(back_populates="gpus")
     __table_args__ = (Index("ix_gpu_usage_summary", "summary_id"),)
@@ -206,6 +217,20 @@ class Finding(Base):
         UniqueConstraint("job_ref", "code", name="uq_findings_job_code"),
         Index("ix_findings_code", "code"),
     )
+
+
+class AnalysisRun(Base):
+    """One `piqc-slurm analyze` over a window: the jobs whose End is in [since, until) have been
+    judged with these thresholds (a job there with no findings row was found clean)."""
+
+    __tablename__ = "analysis_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    since: Mapped[int] = mapped_column(BigInteger)
+    until: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[int] = mapped_column(BigInteger)
+    jobs: Mapped[int] = mapped_column(Integer)
+    findings: Mapped[int] = mapped_column(Integer)
+    thresholds: Mapped[dict] = mapped_column(JSON)
 
 
 class JobGpu(Base):

@@ -22,7 +22,9 @@ from piqc_slurm.summary import check_format
 
 GPU_FIELDS = ("uuid", "name", "gpu_type", "mem_total_mib", "did_work", "samples", "seconds", "util_mean",
               "util_p50", "util_p95", "util_max", "active_seconds", "mem_util_mean", "mem_used_max_mib",
-              "mem_used_mean_mib", "power_mean_w", "energy_j", "process_seconds", "job_process_seconds")
+              "mem_used_mean_mib", "power_mean_w", "energy_j", "process_seconds", "job_process_seconds",
+              "power_limit_w", "power_frac_mean", "sm_active_mean", "sm_active_p95", "sm_occupancy_mean",
+              "sm_occupancy_p95", "tensor_active_mean", "tensor_active_p95", "dram_active_mean", "dram_active_p95")
 SLACK = 120  # seconds of clock skew and hook latency allowed when matching a summary to its job
 
 
