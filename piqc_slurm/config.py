@@ -78,6 +78,48 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
         "cpu_core_hour_price": Setting(float, 0.0, "USD per allocated CPU core-hour of a CPU-only job (0: CPU jobs "
                                        "cost nothing; GPU jobs are priced by their GPUs alone).", minimum=0.0),
     },
+    "analyze": {
+        "min_elapsed": Setting(float, 60.0, "Seconds a GPU job must run before per-GPU findings (and NO_SAMPLES) "
+                               "apply.", minimum=0.0),
+        "ub_sm_max": Setting(float, 0.5, "UNDER_BATCHED by GPM: mean SM activity of the working GPUs below this "
+                             "(NVIDIA: < 0.5 likely ineffective use).", minimum=0.0),
+        "ub_power_max": Setting(float, 0.5, "UNDER_BATCHED by power (no GPM): mean power / power limit below this ...",
+                                minimum=0.0),
+        "ub_power_util_min": Setting(float, 50.0, "... while utilization.gpu is at least this (%: kernels run).",
+                                     minimum=0.0),
+        "ub_util_max": Setting(float, 30.0, "UNDER_BATCHED by utilization (no GPM, no power): utilization below "
+                               "this (%) ...", minimum=0.0),
+        "ub_mem_free_min": Setting(float, 0.5, "... with at least this share of GPU memory free.", minimum=0.0),
+        "target_sm": Setting(float, 0.8, "Target SM activity: the saving of UNDER_BATCHED by GPM is cost x "
+                             "(1 - activity / target).", minimum=0.01),
+        "target_power": Setting(float, 0.7, "Target power share, for UNDER_BATCHED by power.", minimum=0.01),
+        "target_util": Setting(float, 75.0, "Target utilization (%), for UNDER_BATCHED by utilization and "
+                               "INPUT_BOUND (jobstats' mail quotes 75%).", minimum=1.0),
+        "ib_cpu_eff_min": Setting(float, 0.85, "INPUT_BOUND: the job's CPUs busy at least this share "
+                                  "(TotalCPU / (Elapsed x AllocCPUS)) ...", minimum=0.0),
+        "ib_util_max": Setting(float, 50.0, "... or waiting, while utilization of the working GPUs is below this (%).",
+                               minimum=0.0),
+        "ib_idle_share_min": Setting(float, 0.4, "INPUT_BOUND by waits: working GPUs idle at least this share of the "
+                                     "time, between bursts.", minimum=0.0),
+        "wt_min_saving": Setting(float, 0.3, "WRONG_TIER only when the cheaper type saves at least this share.",
+                                 minimum=0.0),
+        "wt_mem_headroom": Setting(float, 0.2, "WRONG_TIER: the cheaper type's memory must hold the peak x (1 + this).",
+                                   minimum=0.0),
+        "wt_demand_headroom": Setting(float, 0.25, "WRONG_TIER: its compute and bandwidth must cover the demand x "
+                                      "(1 + this).", minimum=0.0),
+        "wt_sm_max": Setting(float, 0.5, "WRONG_TIER by GPM only when SM activity is below this (the job uses a "
+                             "fraction of the card).", minimum=0.0),
+        "wt_candidates": Setting(str, "site", "GPU types WRONG_TIER may advise: `site` (types in the cluster's node "
+                                 "inventory; the catalog where it is empty) or `catalog`.",
+                                 choices=("site", "catalog")),
+        "regression_ratio": Setting(float, 1.5, "RUNTIME_REGRESSION: elapsed or cost at least this times the median "
+                                    "of the recurring job's earlier completed runs.", minimum=1.0),
+        "regression_min_runs": Setting(int, 3, "... given at least this many earlier completed runs.", minimum=1),
+        "history_days": Setting(int, 28, "Days before the window read for the recurring jobs' earlier runs.",
+                                minimum=0),
+        "recoverable_days": Setting(int, 28, "Trailing window (days) of the recoverable-per-year figures.",
+                                    minimum=1),
+    },
     # Tables of their own: [prices] h100 = 4.0 ... ; the catalog's dated prices fill the rest.
     "prices": Setting(dict, {}, "USD per GPU-hour by GPU type (`h100 = 4.0`, a catalog type or gres name); "
                       "`default` replaces the catalog's fallback for unknown types."),

@@ -92,10 +92,13 @@ FIELDS: tuple[Field, ...] = (
     Field("GPUMemPeak", 10, STR, "Peak GPU memory used on any one GPU, GiB, two decimals.", sacct=False),
     Field("GPUEnergy", 9, STR, "GPU energy over the job, kWh, three decimals.", sacct=False),
     Field("CostUSD", 10, STR, "AllocGPUs x Elapsed hours x price per GPU-hour, USD.", sacct=False),
-    Field("WasteUSD", 10, STR, "The part of CostUSD spent on GPUs that did no work, USD.", sacct=False),
+    Field("WasteUSD", 10, STR, "The part of CostUSD the findings count as waste (before `analyze`: the "
+          "share spent on GPUs that did no work), USD.", sacct=False),
     Field("Findings", 20, STR, "Finding codes (IDLE_GPUS, ...), comma-separated; empty if none.", sacct=False),
     Field("AdviceGPUs", 10, STR, "Recommended GPU count; empty when there is no advice.", sacct=False),
     Field("AdviceTier", 10, STR, "Recommended GPU type; empty when there is no advice.", sacct=False),
+    Field("EstElapsed", 10, STR, "Estimated elapsed time on the advice (an estimate; docs/findings.md).",
+          sacct=False),
 )
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 SHARED_FIELDS: tuple[str, ...] = ("JobID", "JobIDRaw", "JobName", "User", "Account", "Partition", "State",

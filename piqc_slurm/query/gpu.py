@@ -67,6 +67,7 @@ class JobFindings:
     waste_usd: float | None = None
     advice_gpus: int | None = None
     advice_tier: str | None = None
+    est_elapsed: int | None = None
 
 
 @dataclass
@@ -96,6 +97,51 @@ class IdleShareEstimate:
             if share is not None:
                 out[j.ref] = JobFindings(waste_usd=j.cost_usd * share)
         return out
+
+
+_CODE_ORDER = ("FAILED_SPEND", "IDLE_GPUS", "WRONG_TIER", "INPUT_BOUND", "UNDER_BATCHED", "RUNTIME_REGRESSION",
+               "NO_SAMPLES")  # analyze.rules.CODES: the order waste is attributed in
+
+
+class StoredFindings:
+    """Findings from the store (`piqc-slurm analyze`). A job whose End lies in an analysed window and
+    has no finding is clean (WasteUSD 0.00); a job never analysed falls back to IdleShareEstimate."""
+
+    _FINDINGS = ('SELECT "job_ref", "code", "waste_usd", "advice_gpus", "advice_tier", "est_elapsed" FROM findings '
+                 'WHERE "job_ref" IN ({ids})')
+    _JUDGED = ('SELECT j."id" FROM jobs j WHERE j."id" IN ({ids}) AND EXISTS (SELECT 1 FROM analysis_runs r '
+               'WHERE j."end" >= r."since" AND j."end" < r."until")')
+
+    def for_jobs(self, reader: Reader, jobs: Sequence[JobGpu]) -> Mapping[int, JobFindings]:
+        if not jobs:
+            return {}
+        params = {f"r{i}": j.ref for i, j in enumerate(jobs)}
+        ids = ", ".join(f":{k}" for k in params)
+        judged = {r[0] for r in reader.all(self._JUDGED.format(ids=ids), params)}
+        rows: dict[int, list[tuple]] = {}
+        for ref, code, waste, agpus, tier, est in reader.all(self._FINDINGS.format(ids=ids), params):
+            rows.setdefault(ref, []).append((code, waste, agpus, tier, est))
+        fallback = IdleShareEstimate().for_jobs(reader, [j for j in jobs if j.ref not in judged and j.ref not in rows])
+        out: dict[int, JobFindings] = dict(fallback)
+        for j in jobs:
+            found = rows.get(j.ref)
+            if found is None:
+                if j.ref in judged:
+                    out[j.ref] = JobFindings(waste_usd=0.0)
+                continue
+            found.sort(key=lambda f: _CODE_ORDER.index(f[0]) if f[0] in _CODE_ORDER else 99)
+            out[j.ref] = JobFindings(
+                codes=tuple(f[0] for f in found), waste_usd=sum(float(f[1] or 0) for f in found),
+                advice_gpus=next((int(f[2]) for f in found if f[2] is not None), None),
+                advice_tier=next((f[3] for f in found if f[3]), None),
+                est_elapsed=next((int(f[4]) for f in found if f[4] is not None), None))
+        return out
+
+
+def _elapsed_text(seconds: int) -> str:
+    from piqc_slurm.slurm.parse import format_elapsed
+
+    return format_elapsed(max(int(seconds), 0))
 
 
 def price_type(gpu_type: str | None, stats: GpuStats | None) -> str | None:
@@ -131,6 +177,7 @@ class GpuValues:
     findings: tuple[str, ...]
     advice_gpus: int | None
     advice_tier: str | None
+    est_elapsed: int | None = None
 
     def typed(self) -> dict[str, Any]:
         return {
@@ -141,6 +188,7 @@ class GpuValues:
             "CostUSD": money(self.cost_usd),
             "WasteUSD": money(self.waste_usd),
             "Findings": list(self.findings), "AdviceGPUs": self.advice_gpus, "AdviceTier": self.advice_tier,
+            "EstElapsed": self.est_elapsed,
         }
 
     def text(self) -> dict[str, str]:
@@ -154,6 +202,7 @@ class GpuValues:
             "WasteUSD": money_text(self.waste_usd), "Findings": ",".join(self.findings),
             "AdviceGPUs": "" if self.advice_gpus is None else str(self.advice_gpus),
             "AdviceTier": self.advice_tier or "",
+            "EstElapsed": "" if self.est_elapsed is None else _elapsed_text(self.est_elapsed),
         }
 
 
@@ -173,6 +222,7 @@ def gpu_values(job: JobGpu, found: JobFindings | None) -> GpuValues:
         findings=() if found is None else found.codes,
         advice_gpus=None if found is None else found.advice_gpus,
         advice_tier=None if found is None else found.advice_tier,
+        est_elapsed=None if found is None else found.est_elapsed,
     )
 
 
@@ -187,5 +237,5 @@ def values_for_job(reader: Reader, job: Mapping[str, Any], book: PriceBook, now:
     j = job_gpu(ref, cluster=job["cluster"], alloc_gpus=job["alloc_gpus"] or 0, gpu_type=job["gpu_type"],
                 alloc_tres=job["alloc_tres"] or "", elapsed_s=elapsed, partition=job["partition"] or "",
                 cpus=job["alloc_cpus"] or 0, stats=st, book=book)
-    found = (findings or IdleShareEstimate()).for_jobs(reader, [j]).get(ref)
+    found = (findings or StoredFindings()).for_jobs(reader, [j]).get(ref)
     return gpu_values(j, found)

@@ -17,7 +17,7 @@ from piqc_slurm.query import fields as F
 from piqc_slurm.query.access import Caller, is_admin, resolve_users
 from piqc_slurm.query.gpu import (
     FindingsSource,
-    IdleShareEstimate,
+    StoredFindings,
     gpu_values,
     job_gpu,
     load_gpu_stats,
@@ -68,7 +68,7 @@ class Settings:
     admin_users: Sequence[str] = ("root",)
     admin_groups: Sequence[str] = ()
     cluster: str = ""
-    findings: FindingsSource = field(default_factory=IdleShareEstimate)
+    findings: FindingsSource = field(default_factory=StoredFindings)
 
 
 def _split_list(values: Sequence[str]) -> list[str]:

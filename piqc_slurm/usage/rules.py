@@ -67,3 +67,11 @@ def did_work(gpu: Mapping[str, Any], min_share: float = MIN_ACTIVE_SHARE,
     if share is None:
         return None
     return share >= min_share
+
+
+def did_work_vector(active_seconds, seconds, samples, min_share: float = MIN_ACTIVE_SHARE):
+    """did_work for pandas Series of GPUs (the analyzer): the same rule as did_work, elementwise;
+    NaN-free bools, False where nothing was sampled (callers count those apart by `samples`)."""
+    ok = (samples.fillna(0) > 0) & (seconds.fillna(0) > 0)
+    share = (active_seconds.fillna(0) / seconds.where(seconds > 0)).clip(0.0, 1.0)
+    return ok & (share >= min_share)
