@@ -79,8 +79,8 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
                                        "cost nothing; GPU jobs are priced by their GPUs alone).", minimum=0.0),
     },
     "analyze": {
-        "min_elapsed": Setting(float, 60.0, "Seconds a GPU job must run before per-GPU findings (and NO_SAMPLES) "
-                               "apply.", minimum=0.0),
+        "min_elapsed": Setting(float, 10.0, "Seconds a GPU job must run before per-GPU findings (and NO_SAMPLES) "
+                               "apply: ten samples at the default interval.", minimum=0.0),
         "ub_sm_max": Setting(float, 0.5, "UNDER_BATCHED by GPM: mean SM activity of the working GPUs below this "
                              "(NVIDIA: < 0.5 likely ineffective use).", minimum=0.0),
         "ub_power_max": Setting(float, 0.5, "UNDER_BATCHED by power (no GPM): mean power / power limit below this ...",

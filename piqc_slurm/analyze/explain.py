@@ -14,6 +14,12 @@ def _pct(x: float | None) -> str:
     return "?" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f}%"
 
 
+def _a(word: str | None) -> str:
+    """'an a10g', 'an h100', 'an l40s', 'a t4' (as the letters are read)."""
+    w = word or "GPU"
+    return ("an " if w[:1].lower() in "aefhilmnorsx" else "a ") + w
+
+
 def _num(x: Any) -> float | None:
     if x is None:
         return None
@@ -86,9 +92,9 @@ def findings(j: dict[str, Any], v: dict[str, Any], min_share: float, active_util
             basis = ("GPM tensor and DRAM activity" if conf == "high"
                      else "utilization counted at the card's peak (no GPM: conservative)")
             f["sentence"] = (f"Peak memory {ev['mem_peak_gib']} GiB and a demand of about {ev['demand_tflops']} "
-                             f"TFLOPS and {ev['demand_bw_gbs']:g} GB/s ({basis}) fit a {tier}: "
+                             f"TFLOPS and {ev['demand_bw_gbs']:g} GB/s ({basis}) fit {_a(tier)}: "
                              f"{_pct(_num(v.get('tier_saving')))} cheaper, ${waste:,.2f} on this run.")
-            f["advice"] = f"Run it on a {tier} (e.g. --gres=gpu:{tier}:{max(used, 1)})."
+            f["advice"] = f"Run it on {_a(tier)} (e.g. --gres=gpu:{tier}:{max(used, 1)})."
             f["advice_tier"] = tier
             f["confidence"] = conf
         elif code == "INPUT_BOUND":

@@ -27,13 +27,14 @@ def register(group: click.Group) -> None:
         from piqc_slurm.query.access import Caller, is_admin
         from piqc_slurm.query.gpu import load_price_book, values_for_job
         from piqc_slurm.query.store import Reader
-        from piqc_slurm.report.seff import load_job, render
+        from piqc_slurm.report.seff import judge_job, load_job, render, stored_findings
 
         cfg = load_config(ctx)
         url = store_url(ctx, cfg)
         engine = open_store(ctx, cfg)
         with Session(engine) as session:
             view = load_job(session, jobid, cluster)
+            stored = stored_findings(session, view.job) if view is not None else None
         me = Caller.current()
         allowed = view is not None and (view.job["user"] == me.name
                                         or is_admin(me, cfg["access.admin_users"], cfg["access.admin_groups"]))
@@ -46,6 +47,8 @@ def register(group: click.Group) -> None:
             values = values_for_job(reader, j, book, now=int(time.time()))
         finally:
             reader.close()
-        rate = book.for_cluster(j["cluster"]).gpu_rate(values.gpu_type, j["partition"]).usd
-        click.echo(render(view, values, rate), nl=False)
+        prices = book.for_cluster(j["cluster"])
+        rate = prices.gpu_rate(values.gpu_type, j["partition"]).usd
+        found = stored if stored is not None else judge_job(view, values.cost_usd, rate, prices, cfg)
+        click.echo(render(view, values, rate, found, stored is not None), nl=False)
 

@@ -116,7 +116,7 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
 
 def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str, catalog) -> str:
     from piqc_slurm.hooks.userreport import PatternError, PatternInputs, append_as_user, expand_output_path
-    from piqc_slurm.report.epilog_text import render
+    from piqc_slurm.report.epilog_text import Rules, render
     from piqc_slurm.usage.prices import Prices
 
     if not is_batch_host(ctx):
@@ -132,8 +132,8 @@ def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str
             array_job_id=ctx.array_job_id, array_task_id=ctx.array_task_id))
     except PatternError as exc:
         return f"report: {exc}"
-    result = append_as_user(path, "\n" + render(summary, Prices.from_config(cfg, catalog)), ctx.uid, ctx.gid, ctx.user,
-                            cfg["epilog.report_timeout"])
+    text = "\n" + render(summary, Prices.from_config(cfg, catalog), Rules(cfg))
+    result = append_as_user(path, text, ctx.uid, ctx.gid, ctx.user, cfg["epilog.report_timeout"])
     if result == "ok":
         marker.touch(mode=0o600)
     return f"report: {result}"

@@ -38,7 +38,46 @@ def node_cost(summary: dict[str, Any], prices: Prices) -> tuple[float, float, st
     return cost.usd, rate, gpu_type, elapsed
 
 
-def render(summary: dict[str, Any], prices: Prices) -> str:
+class Rules:
+    """The thresholds the report judges with: the config's [analyze], usage.min_active_share and
+    sampler.active_util (the Epilog passes its config; default: the built-in defaults)."""
+
+    __slots__ = ("thresholds", "min_share", "active_util")
+
+    def __init__(self, cfg=None):
+        from piqc_slurm.analyze.rules import Thresholds
+
+        if cfg is None:
+            from piqc_slurm.config import Config, defaults
+
+            cfg = Config(defaults())
+        self.thresholds = Thresholds.from_config(cfg)
+        self.min_share, self.active_util = cfg["usage.min_active_share"], cfg["sampler.active_util"]
+
+
+def judge_node(summary: dict[str, Any], prices: Prices, cost: float, rate: float, elapsed: int,
+               rules: Rules) -> list[dict[str, Any]]:
+    """The nightly analysis's rules (analyze.rules) on this node's GPUs. What the Epilog cannot know is
+    left out: how the job ended (FAILED_SPEND), its CPU time (INPUT_BOUND by CPU), its recurring runs
+    (RUNTIME_REGRESSION) and the site's other GPU types (WRONG_TIER): `piqc-slurm analyze` adds those."""
+    from piqc_slurm.analyze.explain import findings
+    from piqc_slurm.analyze.inputs import gpu_inputs, job_inputs
+    from piqc_slurm.analyze.rules import judge
+
+    devices = summary.get("devices") or []
+    gpus = summary.get("gpus") or []
+    gpu_type = next((d.get("gpu_type") for d in devices if d.get("gpu_type")), None)
+    spec = prices.catalog.spec(gpu_type) if gpu_type else None
+    j = job_inputs(cost=cost, elapsed=elapsed, alloc_gpus=len(gpus), started=True, failed=False,
+                   gpus=gpu_inputs(devices, rules.min_share), rate=rate,
+                   tflops=float(spec.bf16_tflops) if spec and spec.bf16_tflops else float("nan"),
+                   mem_bw=float(spec.mem_bw_gbs) if spec and spec.mem_bw_gbs else float("nan"))
+    v = judge(j, rules.thresholds, [])
+    return findings({**j, "gpu_type": gpu_type, "node": summary.get("node")}, v, rules.min_share,
+                    rules.active_util)
+
+
+def render(summary: dict[str, Any], prices: Prices, rules: Rules | None = None) -> str:
     job, node = summary["job_id"], summary["node"]
     gpus = summary.get("gpus") or []
     lines = [f"==== piqc-slurm GPU report: job {job} on {node} ({len(gpus)} GPU{'s' * (len(gpus) != 1)}) ===="]
@@ -61,25 +100,13 @@ def render(summary: dict[str, Any], prices: Prices) -> str:
                      f"{_num(d.get('util_p95'), '8.1f', '%'):>9} "
                      f"{_num(None if mem is None else mem / 1024, '6.1f', ' GiB'):>10} "
                      f"{_num(None if energy is None else energy / 3.6e6, '7.3f', ' kWh'):>11}  {note}".rstrip())
+    rules = rules or Rules()
     cost, rate, gpu_type, elapsed = node_cost(summary, prices)
     lines.append(f"Estimated cost: ${money(cost):,.2f} ({len(gpus)} x {gpu_type or 'GPU'} for {_hms(elapsed)} "
                  f"at ${rate:.2f}/GPU-hour)")
-    idle = [d for d in devices if d.get("did_work") is False]
-    if idle:
-        used = len(gpus) - len(idle)
-        saving = cost * len(idle) / len(gpus) if gpus else 0.0
-        if used == 0:
-            lines.append(f"Advice: this job used no GPU ({len(gpus)} allocated, none did work): "
-                         f"${money(cost):,.2f} bought idle GPUs.")
-        else:
-            lines.append(f"Advice: {len(idle)} of {len(gpus)} GPUs did no work: --gres=gpu:{used} "
-                         f"would have cost ${money(saving):,.2f} less.")
-    elif devices:
-        worked = [d for d in devices if d.get("util_mean") is not None]
-        if worked and all((d.get("util_mean") or 0) < 30 and (d.get("mem_used_max_mib") or 0)
-                          < 0.5 * (d.get("mem_total_mib") or 1) for d in worked):
-            lines.append("Advice: low utilization with most GPU memory free: a larger batch size "
-                         "would finish sooner on the same GPUs.")
+    for f in judge_node(summary, prices, cost, rate, elapsed, rules):
+        lines.append(f"{f['code']}: {f['sentence']}")
+        lines.append(f"  Advice: {f['advice']}")
     if summary.get("partial"):
         lines.append(f"(partial data: {summary.get('partial_reason')})")
     return "\n".join(lines) + "\n"

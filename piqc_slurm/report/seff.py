@@ -50,6 +50,47 @@ def load_job(session: Session, job_id: str, cluster: str | None = None) -> JobVi
     return view
 
 
+def stored_findings(session: Session, job: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The job's findings as `analyze` stored them, in the order waste is attributed; None if no
+    analysed window holds the job (an empty list: analysed, clean)."""
+    from piqc_slurm.analyze.rules import CODES
+    from piqc_slurm.store.models import AnalysisRun, Finding
+
+    if job.get("end") is None:
+        return None
+    judged = session.execute(select(AnalysisRun.id).where(AnalysisRun.since <= job["end"],
+                                                          AnalysisRun.until > job["end"]).limit(1)).first()
+    rows = session.execute(select(Finding).where(Finding.job_ref == job["id"])).scalars().all()
+    if judged is None and not rows:
+        return None
+    out = [{"code": r.code, "sentence": r.sentence, "advice": r.advice, "waste_usd": r.waste_usd} for r in rows]
+    return sorted(out, key=lambda f: CODES.index(f["code"]) if f["code"] in CODES else 99)
+
+
+def judge_job(view: JobView, cost: float, rate: float, prices, cfg) -> list[dict[str, Any]]:
+    """The analysis's rules on this one job, from its stored GPU rows (before `analyze` has run)."""
+    import math
+
+    from piqc_slurm.analyze.explain import findings
+    from piqc_slurm.analyze.inputs import gpu_inputs, job_inputs
+    from piqc_slurm.analyze.rules import Thresholds, judge
+    from piqc_slurm.usage.outcome import failed, side
+
+    j = view.job
+    spec = prices.catalog.spec(j["gpu_type"]) if j.get("gpu_type") else None
+    cpus, elapsed = j.get("alloc_cpus") or 0, j.get("elapsed") or 0
+    cpu_eff = (j["total_cpu_s"] / (elapsed * cpus)) if j.get("total_cpu_s") is not None and elapsed and cpus \
+        else math.nan
+    started = j.get("start") is not None
+    inp = job_inputs(cost=cost, elapsed=elapsed, alloc_gpus=j.get("alloc_gpus") or 0, started=started,
+                     failed=failed(j.get("state"), started), gpus=gpu_inputs(view.gpus, cfg["usage.min_active_share"]),
+                     rate=rate, tflops=float(spec.bf16_tflops) if spec and spec.bf16_tflops else math.nan,
+                     mem_bw=float(spec.mem_bw_gbs) if spec and spec.mem_bw_gbs else math.nan, cpu_eff=cpu_eff)
+    v = judge(inp, Thresholds.from_config(cfg), [])
+    return findings({**j, **inp, "side": side(j.get("state")), "node": (j.get("nodelist") or "").split(",")[0]},
+                    v, cfg["usage.min_active_share"], cfg["sampler.active_util"])
+
+
 def _hms(seconds: int | float | None) -> str:
     return "-" if seconds is None else format_elapsed(int(seconds))
 
@@ -62,9 +103,11 @@ def _f(v: float | None, fmt: str, unit: str = "") -> str:
     return "-" if v is None else f"{v:{fmt}}{unit}"
 
 
-def render(view: JobView, values: GpuValues, rate: float) -> str:
+def render(view: JobView, values: GpuValues, rate: float, found: list[dict] | None = None,
+           stored: bool = False) -> str:
     """values: the job's GPU fields as `piqc-slurm sacct` computes them (query.gpu.values_for_job);
-    rate: its USD per GPU-hour (usage.prices)."""
+    rate: its USD per GPU-hour (usage.prices); found: its findings (stored by analyze, else
+    `judge_job`'s), each with code, sentence and advice."""
     j = view.job
     state = j["state"] + (f" by {j['state_by']}" if j.get("state_by") is not None else "")
     ngpu = j["alloc_gpus"] or 0
@@ -102,15 +145,16 @@ def render(view: JobView, values: GpuValues, rate: float) -> str:
             lines.append(f"{g['node']:<12} {g['minor']:>3} {_f(g['util_mean'], '8.1f', '%'):>9} "
                          f"{_f(g['util_p95'], '8.1f', '%'):>9} {_f(mem, '6.1f', ' GiB'):>10} "
                          f"{_f(kwh, '6.3f', ' kWh'):>10}  {note}".rstrip())
-        idle = [g for g in view.gpus if g["did_work"] is False]
         used = values.gpus_used or 0
         lines.append("")
         lines.append(f"GPU utilization over the allocation: {values.util_avg or 0:.1f}%   "
                      f"GPUs that did work: {used} of {ngpu}")
-        if idle and used == 0:
-            lines.append(f"Advice: this job used no GPU ({ngpu} allocated, none did work): "
-                         f"${money(values.waste_usd) or 0:,.2f} of its cost bought idle GPUs.")
-        elif idle:
-            lines.append(f"Advice: {len(idle)} of {ngpu} GPUs did no work: request --gres=gpu:{used} "
-                         f"(${money(values.waste_usd) or 0:,.2f} of this job's cost bought idle GPUs).")
+    if found:
+        lines.append("")
+        source = ("from `piqc-slurm analyze`" if stored
+                  else "the analysis rules on this job; `piqc-slurm analyze` adds tiers and regressions")
+        lines.append(f"Findings ({source}):")
+        for f in found:
+            lines.append(f"{f['code']}: {f['sentence']}")
+            lines.append(f"  Advice: {f['advice']}")
     return "\n".join(lines) + "\n"

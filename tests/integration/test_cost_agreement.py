@@ -82,5 +82,9 @@ def test_the_report_is_an_estimate_within_a_second(cluster, live):
     # the same rounding over its own whole seconds, and so within a cent of the accounting figure
     assert m["cost"] == cents(4 * report_elapsed / 3600 * price)
     assert abs(float(m["cost"]) - 4 * live["elapsed"] / 3600 * price) <= 0.011
-    assert "Advice: 2 of 4 GPUs did no work: --gres=gpu:2 would have cost $" in live["report"]
+    # half the cost bought idle GPUs: the same rounding
+    assert (f"IDLE_GPUS: 2 of 4 allocated GPUs did no work (active less than 5% of the job); "
+            f"${cents(4 * report_elapsed / 3600 * price / 2)} "
+            f"of ${m['cost']} bought idle GPUs.") in live["report"]
+    assert "  Advice: Request --gres=gpu:2." in live["report"]
     assert Path(cluster.home / f"cost-{live['job']}.out").stat().st_uid != 0

@@ -54,8 +54,8 @@ def test_four_gpus_two_used_summary_and_user_report(cluster):
     out = cluster.home / f"agent-{job}.out"
     text = out.read_text()
     assert f"piqc-slurm GPU report: job {job}" in text
-    assert "2 of 4 GPUs did no work: --gres=gpu:2 would have cost $" in text
-    assert text.rstrip().splitlines()[-1].startswith("Advice:")
+    assert "IDLE_GPUS: 2 of 4 allocated GPUs did no work" in text
+    assert text.rstrip().splitlines()[-1] == "  Advice: Request --gres=gpu:2."
     st = out.stat()
     assert st.st_uid == int(os.popen(f"id -u {cluster.user}").read()) and st.st_uid != 0
 

@@ -110,7 +110,7 @@ def test_json_has_typed_values_and_the_design_fields(stores, tz):
     assert list(j7) == ["JobID", "JobIDRaw", "JobName", "User", "Account", "Partition", "State", "ExitCode",
                         "Submit", "Start", "End", "Elapsed", "NodeList", "AllocGPUs", "GPUType", "GPUsUsed",
                         "GPUUtilAvg", "GPUMemPeak", "GPUEnergy", "CostUSD", "WasteUSD", "Findings", "AdviceGPUs",
-                        "AdviceTier"]
+                        "AdviceTier", "EstElapsed"]
     assert j7["JobIDRaw"] == 7 and isinstance(j7["Elapsed"], int)
     assert j7["Submit"].endswith("Z") and j7["State"].startswith("CANCELLED")
     assert j7["AllocGPUs"] == 2 and j7["GPUType"] == "h100" and isinstance(j7["CostUSD"], float)

@@ -40,7 +40,9 @@ def test_report_for_four_gpus_two_idle():
     assert lines[0] == f"==== piqc-slurm GPU report: job {s['job_id']} on vm (4 GPUs) ===="
     assert sum(ln.endswith("did no work") for ln in lines) == 2
     assert "Estimated cost: $0.18 (4 x h100 for 00:00:40 at $4.00/GPU-hour)" in lines  # 4*40/3600*4 = 0.178
-    assert lines[-1] == "Advice: 2 of 4 GPUs did no work: --gres=gpu:2 would have cost $0.09 less."
+    # the analysis's own rule and words (analyze.rules, analyze.explain): 2 of 4 GPUs x $0.178 = $0.089
+    assert lines[-2:] == ["IDLE_GPUS: 2 of 4 allocated GPUs did no work (active less than 5% of the job); "
+                          "$0.09 of $0.18 bought idle GPUs.", "  Advice: Request --gres=gpu:2."]
 
 
 def test_report_without_data_says_why():
@@ -122,13 +124,13 @@ def test_seff_and_sacct_agree_on_cost_utilization_and_waste(tmp_path):
     seff = subprocess.run(base + ["seff", str(s["job_id"])], capture_output=True, text=True, check=True).stdout
     assert f"GPU cost: ${cost} " in seff
     assert f"GPU utilization over the allocation: {util}%" in seff
-    assert f"(${waste} of this job's cost bought idle GPUs)" in seff
+    assert f"${waste} of ${cost} bought idle GPUs." in seff
 
 
 def test_a_job_that_used_no_gpu_is_told_so():
     # recorded: the sampler was killed on a 1-GPU job whose GPU never worked (did_work false)
     text = render(load("sampler-killed"), PRICES)
-    assert "Advice: this job used no GPU (1 allocated, none did work): $" in text
+    assert "IDLE_GPUS: This job used no GPU: none of its 1 allocated GPU was active" in text
     assert "--gres=gpu:1" not in text and "--gres=gpu:0" not in text
 
 

@@ -11,6 +11,21 @@ from piqc_slurm.store.db import migrate
 pytestmark = pytest.mark.unit
 
 
+def head() -> str:
+    from alembic.script import ScriptDirectory
+
+    from piqc_slurm.store.db import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_the_head_is_the_newest_migration():
+    from piqc_slurm.store.db import MIGRATIONS
+
+    newest = max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("0*.py"))
+    assert head() == newest
+
+
 def test_a_0001_store_keeps_its_rows_and_gains_findings(tmp_path):
     url = f"sqlite:///{tmp_path}/old.db"
     old = create_engine(url)
@@ -25,7 +40,7 @@ def test_a_0001_store_keeps_its_rows_and_gains_findings(tmp_path):
     new = open_engine(url)
     assert "findings" in inspect(new).get_table_names()
     with new.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == head()
         assert c.execute(text("SELECT count(*) FROM jobs")).scalar() == 1
     new.dispose()
 
@@ -49,7 +64,7 @@ def test_a_0002_store_keeps_its_rows_and_gains_the_usage_model(tmp_path):
     tables = set(inspect(new).get_table_names())
     assert {"job_gpus", "node_gpus", "price_overrides", "catalog_overrides"} <= tables
     with new.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == head()
         assert c.execute(text("SELECT job_id, state, exit_code, exit_signal, restarts, total_cpu_s, req_gpus "
                               "FROM jobs")).one() == ("7", "FAILED", "3:0", None, None, None, None)
         assert c.execute(text("SELECT util_mean, util_hist FROM gpu_usage")).one() == (55.5, None)
