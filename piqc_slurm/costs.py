@@ -13,8 +13,11 @@ are usage.outcome's. Per group:
   CostPerCompletedUSD    SpendUSD / Completed: failed attempts included, so a
                          recurring job (--by job: same name + user + account)
                          that needs two tries a night costs what it really costs
-  WasteUSD               the jobs' waste: until `analyze` stores findings, the
-                         cost share of GPUs that did no work (sacct's WasteUSD)
+  WasteUSD               the jobs' waste: the stored findings' dollars for jobs
+                         `analyze` has judged; for the others the cost share of
+                         GPUs that did no work (as sacct's WasteUSD)
+  IdleGPUsUSD ... RegressionUSD (with -o)  that waste by finding code
+  RecoverableDays (with -o)  the days of data RecoverablePerYearUSD rests on
   RecoverablePerYearUSD  WasteUSD of the trailing window that ends at -E (28
                          days, or from the store's first job end if later)
                          x 365 / that window's days
@@ -34,30 +37,43 @@ from piqc_slurm.usage.utilization import idle_share_of
 
 FIELDS = ("Group", "Jobs", "Completed", "GPUHours", "SpendUSD", "FailedSpendUSD", "CostPerCompletedUSD",
           "WasteUSD", "RecoverablePerYearUSD")
+# Waste by finding code (with -o), from the stored findings: the same dollars WasteUSD sums.
+CATEGORY_FIELDS = {"IdleGPUsUSD": "IDLE_GPUS", "WrongTierUSD": "WRONG_TIER", "InputBoundUSD": "INPUT_BOUND",
+                   "UnderBatchedUSD": "UNDER_BATCHED", "FailedWasteUSD": "FAILED_SPEND",
+                   "RegressionUSD": "RUNTIME_REGRESSION"}
+EXTRA_FIELDS = (*CATEGORY_FIELDS, "RecoverableDays")
+THIN_DAYS = 7
 BY = ("user", "account", "partition", "gputype", "job")
 TRAILING_DAYS = 28
 
+_CODE_SUMS = ", ".join(f'SUM(CASE WHEN "code" = \'{c}\' THEN "waste_usd" ELSE 0 END) AS "{c}"'
+                       for c in CATEGORY_FIELDS.values())
 _SQL = (
-    'SELECT j."id", j."cluster", j."name", j."user", j."account", j."partition", j."state", j."start", j."end", '
-    'j."elapsed", j."alloc_gpus", j."gpu_type", j."alloc_tres", j."alloc_cpus", g."sampled", g."idle" '
+    'SELECT j."id", j."cluster", j."name", j."user", j."account", j."partition", j."state", j."start", '  # noqa: S608
+    'j."end", j."elapsed", j."alloc_gpus", j."gpu_type", j."alloc_tres", j."alloc_cpus", g."sampled", g."idle", '
+    'CASE WHEN EXISTS (SELECT 1 FROM analysis_runs r WHERE j."end" >= r."since" AND j."end" < r."until") '
+    'THEN 1 ELSE 0 END AS "judged", '
+    + ", ".join(f'f."{c}"' for c in CATEGORY_FIELDS.values()) + ' '  # noqa: S608 - constant names
     'FROM jobs j LEFT JOIN (SELECT s."job_ref", COUNT(*) AS "sampled", '
     'SUM(CASE WHEN u."did_work" THEN 0 WHEN u."did_work" IS NULL THEN 0 ELSE 1 END) AS "idle" '
     'FROM node_summaries s JOIN gpu_usage u ON u."summary_id" = s."id" WHERE s."job_ref" IS NOT NULL '
     'GROUP BY s."job_ref") g ON g."job_ref" = j."id" '
+    f'LEFT JOIN (SELECT "job_ref", {_CODE_SUMS} FROM findings GROUP BY "job_ref") f ON f."job_ref" = j."id" '
     'WHERE j."end" IS NOT NULL AND j."end" >= :since AND j."end" < :until{extra}')
 _KEYS = ("id", "cluster", "name", "user", "account", "partition", "state", "start", "end", "elapsed",
-         "alloc_gpus", "gpu_type", "alloc_tres", "alloc_cpus", "sampled", "idle")
+         "alloc_gpus", "gpu_type", "alloc_tres", "alloc_cpus", "sampled", "idle", "judged",
+         *CATEGORY_FIELDS.values())
 
 
 def parse_fields(spec: str | None) -> list[str]:
     if not spec:
         return list(FIELDS)
-    by_lower = {f.lower(): f for f in FIELDS}
+    by_lower = {f.lower(): f for f in (*FIELDS, *EXTRA_FIELDS)}
     out = []
     for name in spec.split(","):
         f = by_lower.get(name.strip().lower())
         if f is None:
-            raise UsageError(f"costs: unknown field {name.strip()!r} (fields: {', '.join(FIELDS)})")
+            raise UsageError(f"costs: unknown field {name.strip()!r} (fields: {', '.join((*FIELDS, *EXTRA_FIELDS))})")
         out.append(f)
     return out
 
@@ -82,9 +98,15 @@ def priced(jobs: Iterable[Mapping[str, Any]], book: PriceBook) -> list[dict[str,
         gtype = j["gpu_type"]
         cost = job_cost(parts_of(alloc, gtype, j["alloc_tres"] or ""), elapsed, prices,
                         partition=j["partition"], cpus=j["alloc_cpus"] or 0)
-        share = idle_share_of(j["idle"] or 0, j["sampled"] or 0, alloc)
+        by_code = {c: float(j[c] or 0.0) for c in CATEGORY_FIELDS.values()}
+        if j["judged"] or any(by_code.values()):      # the stored findings' dollars
+            waste = sum(by_code.values())
+        else:                                          # not analysed yet: the idle GPUs' share
+            waste = cost.usd * (idle_share_of(j["idle"] or 0, j["sampled"] or 0, alloc) or 0.0)
+            by_code = {**dict.fromkeys(by_code, 0.0), "IDLE_GPUS": waste}
         canon = prices.catalog.canonical(gtype) if gtype else None
-        out.append({**j, "cost": cost.usd, "gpu_hours": gpu_hours(alloc, elapsed), "waste": cost.usd * (share or 0.0),
+        out.append({**j, **{f"w_{c}": w for c, w in by_code.items()}, "cost": cost.usd,
+                    "gpu_hours": gpu_hours(alloc, elapsed), "waste": waste,
                     "completed": completed(j["state"]), "failed": failed(j["state"], started),
                     "gputype": (canon or gtype or ("unknown" if alloc else "cpu")),
                     "job": f"{j['user']}:{j['account']}:{j['name']}"})
@@ -117,10 +139,12 @@ def table(jobs: Sequence[Mapping[str, Any]], by: str | None, trailing: Sequence[
         g["SpendUSD"] += j["cost"]
         g["FailedSpendUSD"] += j["cost"] if j["failed"] else 0.0
         g["WasteUSD"] += j["waste"]
+        for fld, code in CATEGORY_FIELDS.items():
+            g[fld] += j[f"w_{code}"]
 
     def empty(name: str) -> dict[str, Any]:
         return {"Group": name, "Jobs": 0, "Completed": 0, "GPUHours": 0.0, "SpendUSD": 0.0, "FailedSpendUSD": 0.0,
-                "WasteUSD": 0.0}
+                "WasteUSD": 0.0, **dict.fromkeys(CATEGORY_FIELDS, 0.0), "RecoverableDays": trailing_days}
 
     total = empty("total")
     for j in jobs:
@@ -145,6 +169,8 @@ def text_of(field: str, row: Mapping[str, Any]) -> str:
         return str(v)
     if field in ("Jobs", "Completed"):
         return str(v)
+    if field == "RecoverableDays":
+        return f"{v:.1f}"
     if field == "GPUHours":
         return f"{v:.2f}"
     return money_text(v)

@@ -26,6 +26,11 @@ def register(group: click.Group) -> None:
         """GPU spend per group: jobs, completed jobs, GPU-hours, spend, spend on
         failed runs, cost per completed job, waste, and the waste recoverable per year.
 
+        Waste comes from `piqc-slurm analyze`'s findings (-o adds it by code:
+        IdleGPUsUSD, WrongTierUSD, InputBoundUSD, UnderBatchedUSD, FailedWasteUSD,
+        RegressionUSD; RecoverableDays says how many days the annualised figure
+        rests on).
+
         A job counts in the window that holds its End. Cost per completed job
         divides ALL spend (failed attempts included) by the completed runs: the
         number that says what one result costs.
@@ -54,9 +59,13 @@ def register(group: click.Group) -> None:
             book = load_price_book(reader, cfg)
             jobs = C.priced(C.load_jobs(reader, s, e, users), book)
             first = C.first_end(reader)
-            t0 = max(e - C.TRAILING_DAYS * 86400, first if first is not None else e)
+            t0 = max(e - cfg["analyze.recoverable_days"] * 86400, first if first is not None else e)
             trailing = C.priced(C.load_jobs(reader, t0, e, users), book) if t0 < e else []
         finally:
             reader.close()
-        rows = C.table(jobs, by, trailing, (e - t0) / 86400)
+        days = (e - t0) / 86400
+        rows = C.table(jobs, by, trailing, days)
         click.echo(C.render(rows, fields, mode or "table", not noheader), nl=False)
+        if days < C.THIN_DAYS and "RecoverablePerYearUSD" in fields:
+            click.echo(f"piqc-slurm costs: RecoverablePerYearUSD rests on {days:.1f} days of data "
+                       f"(thin: under {C.THIN_DAYS})", err=True)
