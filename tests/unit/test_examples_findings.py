@@ -42,3 +42,29 @@ def test_the_findings_are_the_readmes(name, tmp_path):
                        env=env)
     got = {ln.split("|")[0]: ln.split("|")[1:] for ln in r.stdout.splitlines()}
     assert got == want
+
+
+def test_analyze_is_idempotent_and_records_the_window(tmp_path):
+    import sqlite3
+
+    name = "batch-of-one"
+    cfg = tmp_path / "piqc.toml"
+    cfg.write_text("")
+    db = tmp_path / "s.db"
+    base = [sys.executable, "-m", "piqc_slurm", "--config", str(cfg), "--db", f"sqlite:///{db}"]
+    env = {"TZ": "UTC", "PATH": "/usr/bin:/bin"}
+    subprocess.run(base + ["simulate", "-q", "--scenario", str(EXAMPLES / name / "scenario.json")], check=True,
+                   env=env)
+
+    def findings() -> list[tuple]:
+        with sqlite3.connect(db) as c:
+            return c.execute("SELECT j.job_id_raw, f.code, f.waste_usd, f.sentence FROM findings f JOIN jobs j "
+                             "ON j.id = f.job_ref ORDER BY 1, 2").fetchall()
+
+    runs = []
+    for _ in range(2):
+        subprocess.run(base + ["analyze", "-q", "-S", "2026-01-01", "-E", "2027-01-01"], check=True, env=env)
+        runs.append(findings())
+    assert runs[0] == runs[1] and len(runs[0]) == 6          # 5 UNDER_BATCHED + 1 FAILED_SPEND, not 12
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*), MIN(jobs), MAX(findings) FROM analysis_runs").fetchone() == (2, 6, 6)
