@@ -4,7 +4,9 @@ A job may run for weeks at one sample a second, so nothing here keeps a
 list of samples: every statistic is a running sum, an extreme or a counter,
 and the utilization distribution is a fixed 101-bin histogram. The state of
 one GPU therefore has the same size after ten samples and after ten million,
-and a checkpoint costs the same at the end of a job as at its start.
+and a checkpoint costs the same at the end of a job as at its start. The GPM
+activity metrics (fractions 0..1) get a 101-bin histogram each as well, so
+their p95 is O(1) too.
 
 Samples are weighted by the time they stand for (the interval since the
 previous one) rather than counted, because a loaded node delays the sampler
@@ -35,7 +37,10 @@ MAX_PIDS = 16
 # Sample fields kept as [weighted sum, weight seconds, min, max]; the order is
 # the order of the derived keys in to_dict().
 _STAT_FIELDS = ("util", "mem_util", "mem_used", "power", "sm_clock", "temp", "sm_active", "tensor_active",
-                "dram_active")
+                "dram_active", "sm_occupancy")
+
+GPM_FIELDS = ("sm_active", "sm_occupancy", "tensor_active", "dram_active")
+"""GPM activity metrics (fractions 0..1): summary keys <name>_mean and <name>_p95."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,7 @@ class Sample:
     sm_active: float | None = None       # GPM-style activity, 0..1 (absent: not measured)
     tensor_active: float | None = None
     dram_active: float | None = None
+    sm_occupancy: float | None = None
 
 
 class _Stat:
@@ -120,6 +126,33 @@ def _weight(last: float | None, t: float, nominal: float) -> float:
     return min(max(t - last, 0.0), GAP_CAP * nominal)
 
 
+def _gpm_bin(frac: float) -> int:
+    # Floor to the whole percent (a percentile must not exceed the maximum);
+    # the epsilon keeps 0.29 (28.999...% in binary) in bin 29.
+    return min(max(int(frac * 100.0 + 1e-9), 0), HIST_BINS - 1)
+
+
+def _hist_percentile(hist: list[int], q: float) -> int | None:
+    """The bin at quantile q of a time histogram (None when it holds no time)."""
+    total = sum(hist)
+    if total <= 0:
+        return None
+    target = q * total
+    cum = 0
+    for pct, ms in enumerate(hist):
+        cum += ms
+        if cum >= target and ms:
+            return pct
+    return HIST_BINS - 1
+
+
+def _check_hist(name: str, hist: Any) -> list[int]:
+    if (not isinstance(hist, list) or len(hist) != HIST_BINS
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in hist)):
+        raise ValueError(f"aggregate: {name}: expected {HIST_BINS} counts >= 0")
+    return list(hist)
+
+
 def _add_pids(seen: list[int], pids: Iterable[int]) -> None:
     for pid in pids:
         if len(seen) >= MAX_PIDS:
@@ -134,29 +167,37 @@ class GpuAggregate:
     `interval` and `process_interval` are the nominal periods of `add` and
     `add_processes` calls (they weight the first call and cap gaps);
     `active_util` is the utilization (%) at or above which time counts as
-    active.
+    active; `power_limit_w` (the device's, when known) turns mean power into
+    `power_frac_mean`.
     """
 
-    __slots__ = ("interval", "process_interval", "active_util", "samples", "seconds",
-                 "active_seconds", "hist_ms", "stats", "energy_counter_mj", "energy_last_mj",
-                 "energy_readings", "power_j", "last_t", "process_checks", "process_seconds",
-                 "job_process_seconds", "pids", "job_pids", "last_process_t")
+    __slots__ = ("interval", "process_interval", "active_util", "power_limit_w", "samples", "seconds",
+                 "active_seconds", "hist_ms", "gpm_hist_ms", "stats", "energy_counter_mj",
+                 "energy_last_mj", "energy_readings", "power_j", "last_t", "process_checks",
+                 "process_seconds", "job_process_seconds", "pids", "job_pids", "last_process_t")
 
     def __init__(self, interval: float = 1.0, *, process_interval: float = 10.0,
-                 active_util: float = 5.0):
+                 active_util: float = 5.0, power_limit_w: float | None = None):
         if not (_is_number(interval) and interval > 0):
             raise ValueError(f"interval must be > 0, got {interval!r}")
         if not (_is_number(process_interval) and process_interval > 0):
             raise ValueError(f"process_interval must be > 0, got {process_interval!r}")
         if not _is_number(active_util):
             raise ValueError(f"active_util must be a number, got {active_util!r}")
+        if power_limit_w is not None and not (_is_number(power_limit_w) and power_limit_w > 0):
+            raise ValueError(f"power_limit_w must be > 0 or None, got {power_limit_w!r}")
         self.interval = float(interval)
         self.process_interval = float(process_interval)
         self.active_util = float(active_util)
+        self.power_limit_w = None if power_limit_w is None else float(power_limit_w)
         self.samples = 0
         self.seconds = 0.0
         self.active_seconds = 0.0
         self.hist_ms: list[int] | None = None     # created at the first util value
+        # GPM metric -> 101 bins of ms per whole percent; created at the metric's
+        # first value (a metric restored from a checkpoint older than these
+        # histograms has none, and no p95, rather than a p95 of part of the job)
+        self.gpm_hist_ms: dict[str, list[int]] = {}
         self.stats: dict[str, _Stat] = {}
         self.energy_counter_mj = 0.0
         self.energy_last_mj: float | None = None
@@ -215,11 +256,22 @@ class GpuAggregate:
             # exceed the true maximum. At least 1 ms so every sample is counted.
             self.hist_ms[int(util)] += max(1, round(dt * 1000))
         for name, value in (("mem_util", s.mem_util), ("mem_used", s.mem_used_mib),
-                            ("sm_clock", s.sm_clock_mhz), ("temp", s.temp_c), ("sm_active", s.sm_active),
-                            ("tensor_active", s.tensor_active), ("dram_active", s.dram_active)):
+                            ("sm_clock", s.sm_clock_mhz), ("temp", s.temp_c)):
             v = _finite(value)
             if v is not None:
                 self._stat(name, v, dt)
+        for name, value in (("sm_active", s.sm_active), ("sm_occupancy", s.sm_occupancy),
+                            ("tensor_active", s.tensor_active), ("dram_active", s.dram_active)):
+            v = _finite(value)
+            if v is None:
+                continue
+            v = min(max(v, 0.0), 1.0)
+            hist = self.gpm_hist_ms.get(name)
+            if hist is None and name not in self.stats:
+                hist = self.gpm_hist_ms[name] = [0] * HIST_BINS
+            if hist is not None:
+                hist[_gpm_bin(v)] += max(1, round(dt * 1000))
+            self._stat(name, v, dt)
         power = _finite(s.power_w)
         if power is not None:
             self._stat("power", power, dt)
@@ -260,16 +312,16 @@ class GpuAggregate:
         """Utilization percentile (integer percent) over time, from the histogram."""
         if self.hist_ms is None:
             return None
-        total = sum(self.hist_ms)
-        if total <= 0:
+        return _hist_percentile(self.hist_ms, q)
+
+    def gpm_percentile(self, name: str, q: float) -> float | None:
+        """Percentile of a GPM metric (fraction 0..1, whole-percent resolution,
+        kept within the metric's extremes); None when not known."""
+        hist, st = self.gpm_hist_ms.get(name), self.stats.get(name)
+        if hist is None or st is None:
             return None
-        target = q * total
-        cum = 0
-        for pct, ms in enumerate(self.hist_ms):
-            cum += ms
-            if cum >= target and ms:
-                return pct
-        return HIST_BINS - 1
+        pct = _hist_percentile(hist, q)
+        return None if pct is None else min(max(pct / 100.0, st.lo), st.hi)
 
     def energy(self) -> tuple[float, str] | None:
         """(joules, source): the counter when it gave a delta, else integrated power."""
@@ -295,6 +347,8 @@ class GpuAggregate:
                        mem_used_max_mib=_r(st["mem_used"].hi))
         if "power" in st:
             out.update(power_mean_w=_r(st["power"].mean()), power_max_w=_r(st["power"].hi))
+            if self.power_limit_w is not None:
+                out["power_frac_mean"] = _r(st["power"].mean() / self.power_limit_w)
         energy = self.energy()
         if energy is not None:
             out.update(energy_j=_r(energy[0]), energy_source=energy[1])
@@ -303,9 +357,12 @@ class GpuAggregate:
                        sm_clock_max_mhz=_r(st["sm_clock"].hi))
         if "temp" in st:
             out["temp_max_c"] = _r(st["temp"].hi)
-        for name in ("sm_active", "tensor_active", "dram_active"):
+        for name in GPM_FIELDS:
             if name in st:
                 out[f"{name}_mean"] = _r(st[name].mean())
+                p95 = self.gpm_percentile(name, 0.95)
+                if p95 is not None:
+                    out[f"{name}_p95"] = _r(p95)
         out.update(process_checks=self.process_checks,
                    process_seconds=_r(self.process_seconds),
                    job_process_seconds=_r(self.job_process_seconds),
@@ -332,6 +389,11 @@ class GpuAggregate:
                    power_j=self.power_j, process_seconds=self.process_seconds,
                    job_process_seconds=self.job_process_seconds, last_t=self.last_t,
                    last_process_t=self.last_process_t)
+        if self.power_limit_w is not None:
+            acc["power_limit_w"] = self.power_limit_w
+        if self.gpm_hist_ms:
+            acc["gpm_hist_ms"] = {name: list(self.gpm_hist_ms[name])
+                                  for name in GPM_FIELDS if name in self.gpm_hist_ms}
         if self.energy_readings:
             acc["energy"] = [self.energy_counter_mj, self.energy_last_mj, self.energy_readings]
         out["acc"] = acc
@@ -368,11 +430,14 @@ class GpuAggregate:
                 raise ValueError(f"aggregate: {key}: expected at most {MAX_PIDS} pids, got {v!r}")
             return list(v)
 
-        agg = cls(num(d, "interval"), process_interval=num(d, "process_interval"),
-                  active_util=num(d, "active_util"))
         acc = d.get("acc")
         if not isinstance(acc, dict):
             raise ValueError(f"aggregate: acc: expected an object, got {acc!r}")
+        limit = num(acc, "power_limit_w", optional=True, where="acc.")
+        if limit is not None and limit <= 0:
+            raise ValueError(f"aggregate: acc.power_limit_w: expected > 0, got {limit!r}")
+        agg = cls(num(d, "interval"), process_interval=num(d, "process_interval"),
+                  active_util=num(d, "active_util"), power_limit_w=limit)
         agg.samples = count(d, "samples")
         agg.process_checks = count(d, "process_checks")
         agg.pids, agg.job_pids = pid_list("pids"), pid_list("job_pids")
@@ -395,12 +460,21 @@ class GpuAggregate:
             agg.energy_counter_mj, agg.energy_last_mj, agg.energy_readings = float(e[0]), e[1], e[2]
         hist = d.get("util_hist_ms")
         if hist is not None:
-            if (not isinstance(hist, list) or len(hist) != HIST_BINS
-                    or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in hist)):
-                raise ValueError(f"aggregate: util_hist_ms: expected {HIST_BINS} counts >= 0")
-            agg.hist_ms = list(hist)
+            agg.hist_ms = _check_hist("util_hist_ms", hist)
         if (hist is None) != ("util" not in agg.stats):
             raise ValueError("aggregate: util_hist_ms and acc.util must be present together")
+        # Optional (checkpoints from before GPM percentiles have none): a
+        # histogram needs its metric's statistics; statistics without one
+        # restore without a p95.
+        gpm = acc.get("gpm_hist_ms", {})
+        if not isinstance(gpm, dict):
+            raise ValueError(f"aggregate: acc.gpm_hist_ms: expected an object, got {gpm!r}")
+        for name, h in gpm.items():
+            if name not in GPM_FIELDS:
+                raise ValueError(f"aggregate: acc.gpm_hist_ms: unknown metric {name!r}")
+            if name not in agg.stats:
+                raise ValueError(f"aggregate: acc.gpm_hist_ms.{name} without acc.{name}")
+            agg.gpm_hist_ms[name] = _check_hist(f"acc.gpm_hist_ms.{name}", h)
         return agg
 
     def __eq__(self, other: object) -> bool:

@@ -114,6 +114,13 @@ def next_deadline(deadline: float, period: float, now: float) -> float:
     return nxt
 
 
+def _limit(watts: float | None) -> float | None:
+    """A device's power limit as the aggregate takes it: a positive finite number, or None."""
+    if isinstance(watts, (int, float)) and not isinstance(watts, bool) and math.isfinite(watts) and watts > 0:
+        return float(watts)
+    return None
+
+
 class Sampler:
     """The sampling loop for one job. `run()` returns the process exit code."""
 
@@ -179,7 +186,8 @@ class Sampler:
     def _make_aggs(self) -> None:
         c = self.ctx
         self.aggs = {m: GpuAggregate(c.interval, process_interval=c.process_interval,
-                                     active_util=c.active_util) for m in self.source.devices}
+                                     active_util=c.active_util, power_limit_w=_limit(dev.power_limit_w))
+                     for m, dev in self.source.devices.items()}
 
     def _all_lost(self) -> bool:
         return all(d.lost for d in self.source.devices.values())

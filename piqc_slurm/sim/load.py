@@ -52,7 +52,7 @@ def _power(load: Load | None, util: float, limit_w: float | None) -> float | Non
 
 
 def _gpu_aggregate(job: Job, load: Load | None, limit_w: float | None, active_util: float) -> GpuAggregate:
-    agg = GpuAggregate(INTERVAL, process_interval=10.0, active_util=active_util)
+    agg = GpuAggregate(INTERVAL, process_interval=10.0, active_util=active_util, power_limit_w=limit_w)
     start, end = int(job.start or 0), int(job.end or 0)
     if load is None:
         agg.add_span(end - start, Sample(util=0.0, mem_util=0.0, mem_used_mib=0.0, power_w=_power(None, 0.0, limit_w)))

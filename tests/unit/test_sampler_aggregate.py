@@ -15,11 +15,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from piqc_slurm.sampler.aggregate import GAP_CAP, HIST_BINS, MAX_PIDS, GpuAggregate, Sample, TimelineBinner
+from piqc_slurm.sampler.aggregate import (
+    GAP_CAP,
+    GPM_FIELDS,
+    HIST_BINS,
+    MAX_PIDS,
+    GpuAggregate,
+    Sample,
+    TimelineBinner,
+)
 
 pytestmark = pytest.mark.unit
 
-FIELDS = ("util", "mem_util", "mem_used_mib", "power_w", "energy_mj", "sm_clock_mhz", "temp_c")
+FIELDS = ("util", "mem_util", "mem_used_mib", "power_w", "energy_mj", "sm_clock_mhz", "temp_c", *GPM_FIELDS)
 DERIVED = {  # sample field -> summary keys that exist only when the field was seen
     "util": ("util_mean", "util_min", "util_max", "util_p50", "util_p95", "active_seconds",
              "util_hist_ms"),
@@ -28,6 +36,7 @@ DERIVED = {  # sample field -> summary keys that exist only when the field was s
     "power_w": ("power_mean_w", "power_max_w"),
     "sm_clock_mhz": ("sm_clock_mean_mhz", "sm_clock_max_mhz"),
     "temp_c": ("temp_max_c",),
+    **{f: (f"{f}_mean", f"{f}_p95") for f in GPM_FIELDS},
 }
 
 
@@ -44,14 +53,19 @@ samples = st.builds(
     energy_mj=opt(st.integers(0, 10**12).map(float)),
     sm_clock_mhz=opt(st.floats(0, 3000)),
     temp_c=opt(st.floats(0, 120)),
+    sm_active=opt(st.floats(0, 1)),
+    sm_occupancy=opt(st.floats(0, 1)),
+    tensor_active=opt(st.floats(0, 1)),
+    dram_active=opt(st.floats(0, 1)),
 )
 # (time step, sample); steps include 0 (same timestamp) and long stalls
 streams = st.lists(st.tuples(st.floats(0, 20), samples), min_size=1, max_size=60)
 intervals = st.sampled_from([0.1, 0.2, 1.0, 5.0])
 
 
-def feed(stream: list[tuple[float, Sample]], interval: float = 1.0) -> GpuAggregate:
-    agg = GpuAggregate(interval, process_interval=10.0, active_util=5.0)
+def feed(stream: list[tuple[float, Sample]], interval: float = 1.0,
+         power_limit_w: float | None = None) -> GpuAggregate:
+    agg = GpuAggregate(interval, process_interval=10.0, active_util=5.0, power_limit_w=power_limit_w)
     t = 1000.0
     for step, s in stream:
         t += step
@@ -86,6 +100,14 @@ def test_invariants(stream: list[tuple[float, Sample]], interval: float) -> None
     if "energy_j" in d:
         assert d["energy_j"] >= 0
         assert d["energy_source"] in ("counter", "power")
+    for name in GPM_FIELDS:
+        if f"{name}_mean" in d:
+            st_ = agg.stats[name]
+            lo, hi = round(st_.lo, 3), round(st_.hi, 3)
+            assert 0 <= lo <= d[f"{name}_mean"] <= hi <= 1
+            assert lo <= d[f"{name}_p95"] <= hi
+            assert len(d["acc"]["gpm_hist_ms"][name]) == HIST_BINS
+    assert "power_frac_mean" not in d                 # no power limit given
 
 
 @given(streams, intervals)
@@ -110,7 +132,7 @@ def test_absent_fields_stay_absent(stream: list[tuple[float, Sample]], interval:
 @settings(max_examples=200, deadline=None)
 def test_round_trip(stream: list[tuple[float, Sample]], interval: float,
                     checks: list[tuple[float, list[int], bool]]) -> None:
-    agg = feed(stream, interval)
+    agg = feed(stream, interval, power_limit_w=700.0)
     t = 1000.0
     for step, pids, ours in checks:
         t += step
@@ -120,7 +142,8 @@ def test_round_trip(stream: list[tuple[float, Sample]], interval: float,
     assert again.to_dict() == d
     assert again == agg
     # a restored aggregate keeps accumulating exactly like the original
-    s = Sample(util=50.0, power_w=100.0, energy_mj=(agg.energy_last_mj or 0) + 5000)
+    s = Sample(util=50.0, power_w=100.0, energy_mj=(agg.energy_last_mj or 0) + 5000, sm_active=0.5,
+               dram_active=0.25)
     agg.add(t + 1, s)
     again.add(t + 1, s)
     assert again.to_dict() == agg.to_dict()
@@ -130,8 +153,9 @@ def test_round_trip(stream: list[tuple[float, Sample]], interval: float,
 @settings(max_examples=20, deadline=None)
 def test_size_independent_of_sample_count(n: int) -> None:
     full = Sample(util=37.0, mem_util=20.0, mem_used_mib=1000.5, power_w=250.0,
-                  energy_mj=0.0, sm_clock_mhz=1500.0, temp_c=60.0)
-    small, big = GpuAggregate(1.0), GpuAggregate(1.0)
+                  energy_mj=0.0, sm_clock_mhz=1500.0, temp_c=60.0, sm_active=0.4, sm_occupancy=0.3,
+                  tensor_active=0.2, dram_active=0.6)
+    small, big = GpuAggregate(1.0, power_limit_w=700.0), GpuAggregate(1.0, power_limit_w=700.0)
     small.add(0.0, full)
     for i in range(n):
         big.add(float(i), dataclasses.replace(full, energy_mj=i * 250_000.0))
@@ -145,7 +169,7 @@ def test_size_independent_of_sample_count(n: int) -> None:
         return type(x).__name__
 
     assert shape(a) == shape(b)
-    assert len(json.dumps(b)) < 4000
+    assert len(json.dumps(b)) < 6000
 
 
 def test_time_weighting_first_sample_and_gap_cap() -> None:
@@ -250,14 +274,122 @@ def test_empty_aggregate_round_trips() -> None:
     (lambda d: d.pop("util_hist_ms"), "present together"),
     (lambda d: d["acc"].update(energy=[1.0, 2.0, 0]), "acc.energy"),
     (lambda d: d.update(interval=0), "interval must be > 0"),
+    (lambda d: d["acc"].update(gpm_hist_ms=[0] * HIST_BINS), "acc.gpm_hist_ms: expected an object"),
+    (lambda d: d["acc"]["gpm_hist_ms"].update(sm_active=[0] * 100), r"acc.gpm_hist_ms.sm_active: expected 101"),
+    (lambda d: d["acc"]["gpm_hist_ms"].update(sm_active=[-1] * HIST_BINS), "acc.gpm_hist_ms.sm_active"),
+    (lambda d: d["acc"]["gpm_hist_ms"].update(dram_active=[0] * HIST_BINS), "without acc.dram_active"),
+    (lambda d: d["acc"]["gpm_hist_ms"].update(sm_clock=[0] * HIST_BINS), "unknown metric 'sm_clock'"),
+    (lambda d: d["acc"].update(power_limit_w="700"), "acc.power_limit_w: expected a number"),
+    (lambda d: d["acc"].update(power_limit_w=0), "acc.power_limit_w: expected > 0"),
 ])
 def test_from_dict_rejects_bad_state(mutate, message: str) -> None:
-    agg = GpuAggregate(1.0)
-    agg.add(0.0, Sample(util=10.0, energy_mj=5.0))
+    agg = GpuAggregate(1.0, power_limit_w=300.0)
+    agg.add(0.0, Sample(util=10.0, energy_mj=5.0, sm_active=0.5))
     d = via_json(agg.to_dict())
     mutate(d)
     with pytest.raises(ValueError, match=message):
         GpuAggregate.from_dict(d)
+
+
+# ---- GPM and power against the limit ----
+
+def test_gpm_mean_and_p95_by_hand() -> None:
+    agg = GpuAggregate(1.0)
+    t = 0.0
+    for _ in range(8):                              # 8 s at SM 0.1 (first one: the nominal interval)
+        agg.add(t, Sample(sm_active=0.1, tensor_active=0.05, dram_active=0.29))
+        t += 1.0
+    t += 1.0                                        # then a 2 s gap ending at SM 0.9
+    agg.add(t, Sample(sm_active=0.9, tensor_active=0.05, dram_active=0.29))
+    d = agg.to_dict()
+    assert d["seconds"] == 10.0
+    assert d["sm_active_mean"] == 0.26              # (8 * 0.1 + 2 * 0.9) / 10
+    assert d["sm_active_p95"] == 0.9                # 8000 of 10000 ms below: the 95th is in 0.9's bin
+    assert agg.gpm_percentile("sm_active", 0.5) == 0.1
+    assert (d["tensor_active_mean"], d["tensor_active_p95"]) == (0.05, 0.05)
+    assert (d["dram_active_mean"], d["dram_active_p95"]) == (0.29, 0.29)   # 28.999..% stays in bin 29
+    hist = d["acc"]["gpm_hist_ms"]
+    assert set(hist) == {"sm_active", "tensor_active", "dram_active"}
+    assert hist["sm_active"][10] == 8000 and hist["sm_active"][90] == 2000 and sum(hist["sm_active"]) == 10000
+    assert hist["dram_active"][29] == 10000
+    for key in ("sm_occupancy_mean", "sm_occupancy_p95", "util_mean", "power_frac_mean"):
+        assert key not in d                         # never reported: absent, not 0
+
+
+def test_gpm_p95_stays_within_the_values() -> None:
+    agg = GpuAggregate(1.0)
+    for i in range(10):
+        agg.add(float(i), Sample(sm_occupancy=0.305, sm_active=1.7, tensor_active=-0.2))
+    d = agg.to_dict()
+    # floor bins would say 0.30; the p95 of a constant is the constant
+    assert (d["sm_occupancy_mean"], d["sm_occupancy_p95"]) == (0.305, 0.305)
+    # out-of-range readings are clamped to 0..1
+    assert (d["sm_active_mean"], d["sm_active_p95"]) == (1.0, 1.0)
+    assert (d["tensor_active_mean"], d["tensor_active_p95"]) == (0.0, 0.0)
+
+
+def test_gpm_metric_that_comes_and_goes_is_weighted_by_its_own_time() -> None:
+    agg = GpuAggregate(1.0)
+    agg.add(0.0, Sample(util=50.0))                      # no GPM value (first GPM sample not yet paired)
+    agg.add(1.0, Sample(util=50.0, sm_active=0.4))
+    agg.add(2.0, Sample(util=50.0, sm_active=0.6))
+    d = agg.to_dict()
+    assert d["sm_active_mean"] == 0.5 and d["sm_active_p95"] == 0.6
+    assert sum(d["acc"]["gpm_hist_ms"]["sm_active"]) == 2000
+
+
+def test_power_frac_mean_against_the_limit() -> None:
+    agg = GpuAggregate(1.0, power_limit_w=700.0)
+    for i, w in enumerate([175.0, 175.0, 350.0, 0.0]):
+        agg.add(float(i), Sample(power_w=w))
+    d = agg.to_dict()
+    assert d["power_mean_w"] == 175.0 and d["power_frac_mean"] == 0.25
+    assert d["acc"]["power_limit_w"] == 700.0
+    assert GpuAggregate.from_dict(via_json(d)).to_dict() == d
+    no_power = GpuAggregate(1.0, power_limit_w=700.0)
+    no_power.add(0.0, Sample(util=5.0))
+    assert "power_frac_mean" not in no_power.to_dict()
+    with pytest.raises(ValueError, match="power_limit_w"):
+        GpuAggregate(1.0, power_limit_w=0.0)
+
+
+def test_gpm_round_trip_is_exact_and_keeps_accumulating() -> None:
+    agg = GpuAggregate(1.0, power_limit_w=300.0)
+    for i in range(50):
+        agg.add(float(i), Sample(util=float(i), power_w=100.0 + i, sm_active=(i % 10) / 10,
+                                 sm_occupancy=0.33, tensor_active=0.01 * i, dram_active=0.5))
+    again = GpuAggregate.from_dict(via_json(agg.to_dict()))
+    assert again.to_dict() == agg.to_dict()
+    for i in range(50, 80):
+        s = Sample(util=90.0, power_w=250.0, sm_active=0.95, tensor_active=0.7)
+        agg.add(float(i), s)
+        again.add(float(i), s)
+    assert again.to_dict() == agg.to_dict()
+    assert again.to_dict()["sm_active_p95"] == 0.95
+
+
+def test_checkpoint_from_before_gpm_percentiles_loads() -> None:
+    agg = GpuAggregate(1.0, power_limit_w=700.0)
+    for i in range(10):
+        agg.add(float(i), Sample(util=50.0, power_w=350.0, sm_active=0.2, tensor_active=0.05))
+    old = via_json(agg.to_dict())
+    # what an earlier sampler wrote: means only, no histograms, no limit, no sm_occupancy
+    for key in ("sm_active_p95", "tensor_active_p95", "power_frac_mean"):
+        old.pop(key)
+    old["acc"].pop("gpm_hist_ms")
+    old["acc"].pop("power_limit_w")
+    restored = GpuAggregate.from_dict(old)
+    d = restored.to_dict()
+    assert (d["sm_active_mean"], d["tensor_active_mean"], d["power_mean_w"]) == (0.2, 0.05, 350.0)
+    assert "sm_active_p95" not in d and "power_frac_mean" not in d and "gpm_hist_ms" not in d["acc"]
+    assert GpuAggregate.from_dict(via_json(d)).to_dict() == d
+    # a p95 of only the samples after the restore would be wrong: none for those metrics, ever;
+    # a metric first seen after the restore gets its histogram
+    restored.add(10.0, Sample(util=50.0, sm_active=0.9, dram_active=0.4))
+    d = restored.to_dict()
+    assert d["sm_active_mean"] == pytest.approx((10 * 0.2 + 0.9) / 11, abs=1e-3)
+    assert "sm_active_p95" not in d and d["dram_active_p95"] == 0.4
+    assert set(d["acc"]["gpm_hist_ms"]) == {"dram_active"}
 
 
 # ---- timeline ----

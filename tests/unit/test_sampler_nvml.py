@@ -3,7 +3,8 @@
 The happy path and the fault switches run through the fake driver in
 test_sampler_run.py; here every branch NVML can take is forced directly
 (errors the fake driver cannot produce: NoPermission, Unknown on one call,
-LibraryNotFound, bytes names from older pynvml releases).
+LibraryNotFound, bytes names from older pynvml releases), GPM included
+(SM_OCCUPANCY values, GPM calls that fail, sample spacing, freeing).
 """
 
 from __future__ import annotations
@@ -23,19 +24,42 @@ pytestmark = pytest.mark.unit
 MIB = 1 << 20
 
 
+class GpmRequest:
+    """Stands in for pynvml.c_nvmlGpmMetricsGet_t (whose sample fields only take ctypes pointers)."""
+
+    def __init__(self) -> None:
+        self.version = self.numMetrics = 0
+        self.sample1 = self.sample2 = None
+        self.metrics = [SimpleNamespace(metricId=0, nvmlReturn=-1, value=-1.0) for _ in range(8)]
+
+
 class FakeNvml:
     """The subset of the pynvml module NvmlSource uses; `fail` maps
-    (function name, minor) -> exception to raise."""
+    (function name, minor) -> exception to raise. `gpm` maps a minor with GPM
+    to {metric id: percent, or an NVML return code as int for a per-metric
+    failure}; a minor not in it has no GPM (isSupportedDevice 0)."""
 
     NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
     NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
+    NVML_SUCCESS = pynvml.NVML_SUCCESS
+    NVML_GPM_METRICS_GET_VERSION = pynvml.NVML_GPM_METRICS_GET_VERSION
+    NVML_GPM_METRIC_SM_UTIL = pynvml.NVML_GPM_METRIC_SM_UTIL
+    NVML_GPM_METRIC_SM_OCCUPANCY = pynvml.NVML_GPM_METRIC_SM_OCCUPANCY
+    NVML_GPM_METRIC_ANY_TENSOR_UTIL = pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL
+    NVML_GPM_METRIC_DRAM_BW_UTIL = pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL
+    c_nvmlGpmMetricsGet_t = GpmRequest
 
     def __init__(self, minors: list[int], *, init_error: Exception | None = None,
-                 fail: dict[tuple[str, int], Exception] | None = None, names_as_bytes: bool = False):
+                 fail: dict[tuple[str, int], Exception] | None = None, names_as_bytes: bool = False,
+                 gpm: dict[int, dict[int, float | int]] | None = None):
         self.minors, self.init_error, self.fail = minors, init_error, fail or {}
         self.names_as_bytes = names_as_bytes
+        self.gpm = gpm or {}
         self.calls: list[tuple[str, int]] = []
         self.shutdown = 0
+        self.allocated: list[SimpleNamespace] = []
+        self.freed: list[SimpleNamespace] = []
+        self.requests: list[tuple[int, ...]] = []     # metric ids of each nvmlGpmMetricsGet
         for name in dir(pynvml):
             if name.startswith("NVMLError"):
                 setattr(self, name, getattr(pynvml, name))
@@ -107,6 +131,43 @@ class FakeNvml:
     def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[Any]:
         self._go("procs", h)
         return [SimpleNamespace(pid=4242, usedGpuMemory=1)]
+
+    def nvmlGpmQueryDeviceSupport(self, h: int) -> Any:
+        self._go("gpm support", h)
+        return SimpleNamespace(version=1, isSupportedDevice=int(h in self.gpm))
+
+    def nvmlGpmSampleAlloc(self) -> Any:
+        sample = SimpleNamespace(n=len(self.allocated), h=None, taken=0)
+        self.allocated.append(sample)
+        return sample
+
+    def nvmlGpmSampleFree(self, sample: Any) -> None:
+        assert sample in self.allocated and sample not in self.freed, "double or foreign free"
+        self.freed.append(sample)
+
+    def nvmlGpmSampleGet(self, h: int, sample: Any) -> Any:
+        assert sample not in self.freed, "use after free"
+        self._go("gpm sample", h)
+        if h not in self.gpm:
+            raise pynvml.NVMLError_NotSupported()
+        sample.h, sample.taken = h, sample.taken + 1
+        return sample
+
+    def nvmlGpmMetricsGet(self, req: GpmRequest) -> GpmRequest:
+        s1, s2 = req.sample1, req.sample2
+        assert req.version == pynvml.NVML_GPM_METRICS_GET_VERSION
+        assert s1 is not s2 and s1.h == s2.h is not None and s1 not in self.freed and s2 not in self.freed
+        self._go("gpm metrics", s1.h)
+        ids = tuple(req.metrics[i].metricId for i in range(req.numMetrics))
+        self.requests.append(ids)
+        for i, mid in enumerate(ids):
+            v = self.gpm[s1.h].get(mid, pynvml.NVML_ERROR_NOT_SUPPORTED)
+            m = req.metrics[i]
+            if isinstance(v, int):
+                m.nvmlReturn, m.value = v, 0.0
+            else:
+                m.nvmlReturn, m.value = pynvml.NVML_SUCCESS, v
+        return req
 
 
 def err(cls: type) -> Exception:
@@ -203,3 +264,146 @@ def test_processes_not_supported_is_unknown_not_none() -> None:
     src.open()
     assert src.processes(0) is None
     assert not src.devices[0].lost
+
+
+# ---------------------------------------------------------------------------
+# GPM
+# ---------------------------------------------------------------------------
+
+SM, OCC, TENSOR, DRAM = (pynvml.NVML_GPM_METRIC_SM_UTIL, pynvml.NVML_GPM_METRIC_SM_OCCUPANCY,
+                         pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL, pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL)
+GPM_FIELDS = ("sm_active", "sm_occupancy", "tensor_active", "dram_active")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def gpm_of(s: Any) -> tuple[Any, ...]:
+    return tuple(getattr(s, f) for f in GPM_FIELDS)
+
+
+def test_gpm_metrics_as_fractions_from_sample_pairs() -> None:
+    clock = Clock()
+    nv = FakeNvml([0, 1], gpm={0: {SM: 30.0, OCC: 62.5, TENSOR: 10.0, DRAM: 50.0}})
+    src = NvmlSource([0, 1], nvml=nv, clock=clock)
+    src.open()
+    assert gpm_of(src.read(0)) == (None,) * 4      # right after open: < 100 ms since the first sample
+    clock.t += 1.0
+    assert gpm_of(src.read(0)) == (0.3, 0.625, 0.1, 0.5)
+    assert nv.requests == [(SM, OCC, TENSOR, DRAM)]
+    clock.t += 0.05                                 # too soon: no sample taken, none computed
+    assert gpm_of(src.read(0)) == (None,) * 4
+    clock.t += 0.06
+    assert gpm_of(src.read(0)) == (0.3, 0.625, 0.1, 0.5)
+    assert nv.calls.count(("gpm sample", 0)) == 3   # open, then one per computed read
+    assert gpm_of(src.read(1)) == (None,) * 4       # no GPM on minor 1
+    assert ("gpm sample", 1) not in nv.calls and len(nv.allocated) == 2
+    src.close()
+    assert len(nv.freed) == 2 and nv.shutdown == 1
+
+
+def test_gpm_per_metric_failure_is_absent_for_that_metric_only() -> None:
+    clock = Clock()
+    nv = FakeNvml([0], gpm={0: {SM: 80.0, OCC: pynvml.NVML_ERROR_NOT_SUPPORTED, TENSOR: 0.0,
+                                DRAM: pynvml.NVML_ERROR_UNKNOWN}})
+    src = NvmlSource([0], nvml=nv, clock=clock)
+    src.open()
+    for _ in range(3):
+        clock.t += 1.0
+        assert gpm_of(src.read(0)) == (0.8, None, 0.0, None)   # 0 is measured, not absent
+    assert len(nv.requests) == 3 and not src.devices[0].lost
+
+
+def test_no_gpm_device_is_not_asked_again(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    nv = FakeNvml([0])
+    src = NvmlSource([0], nvml=nv, clock=clock)
+    with caplog.at_level(logging.INFO, logger="piqc-slurm.sampler"):
+        src.open()
+        for _ in range(3):
+            clock.t += 1.0
+            s = src.read(0)
+            assert s is not None and s.util == 42.0 and gpm_of(s) == (None,) * 4
+    assert nv.calls.count(("gpm support", 0)) == 1 and ("gpm sample", 0) not in nv.calls
+    assert nv.allocated == []
+    assert sum("no GPM" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("error", [pynvml.NVMLError_FunctionNotFound,    # an older driver
+                                   pynvml.NVMLError_GpuIsLost, RuntimeError])
+def test_gpm_support_query_failure_means_no_gpm(error: type) -> None:
+    clock = Clock()
+    nv = FakeNvml([0], gpm={0: {SM: 40.0}}, fail={("gpm support", 0): err(error)})
+    src = NvmlSource([0], nvml=nv, clock=clock)
+    src.open()
+    clock.t += 1.0
+    s = src.read(0)
+    assert s is not None and s.util == 42.0 and gpm_of(s) == (None,) * 4
+    assert not src.devices[0].lost and nv.allocated == [] and ("gpm sample", 0) not in nv.calls
+
+
+@pytest.mark.parametrize(("where", "error"), [
+    ("gpm sample", pynvml.NVMLError_NotSupported),         # said supported, then is not
+    ("gpm sample", pynvml.NVMLError_Unknown),
+    ("gpm sample", pynvml.NVMLError_GpuIsLost),
+    ("gpm metrics", pynvml.NVMLError_InvalidArgument),
+    ("gpm metrics", RuntimeError),
+])
+def test_gpm_errors_turn_gpm_off_for_that_device_only(where: str, error: type,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    values = {SM: 40.0, TENSOR: 20.0}
+    nv = FakeNvml([0, 1], gpm={0: values, 1: values})
+    src = NvmlSource([0, 1], nvml=nv, clock=clock)
+    src.open()
+    nv.fail[(where, 0)] = err(error)               # from the first read on, not at open
+    before = nv.calls.count((where, 0))
+    with caplog.at_level(logging.INFO, logger="piqc-slurm.sampler"):
+        for _ in range(3):
+            clock.t += 1.0
+            s = src.read(0)
+            assert s is not None and s.util == 42.0 and gpm_of(s) == (None,) * 4
+            assert gpm_of(src.read(1)) == (0.4, None, 0.2, None)     # the other device keeps GPM
+    assert not src.devices[0].lost
+    assert nv.calls.count((where, 0)) == before + 1               # not tried again
+    assert sum("GPM off" in r.getMessage() and "minor 0" in r.getMessage() for r in caplog.records) == 1
+    assert {x.n for x in nv.freed} == {0, 1}                     # minor 0's pair freed at once
+    src.close()
+    assert len(nv.freed) == len(nv.allocated) == 4
+
+
+def test_gpm_samples_freed_when_the_device_is_lost() -> None:
+    clock = Clock()
+    nv = FakeNvml([0], gpm={0: {SM: 40.0}})
+    src = NvmlSource([0], nvml=nv, clock=clock)
+    src.open()
+    clock.t += 1.0
+    assert gpm_of(src.read(0))[0] == 0.4
+    nv.fail[("util", 0)] = err(pynvml.NVMLError_GpuIsLost)
+    assert src.read(0) is None and src.devices[0].lost
+    assert len(nv.freed) == 2
+    src.close()
+    assert len(nv.freed) == 2                       # not freed twice
+
+
+def test_gpm_alloc_failure_frees_what_was_allocated() -> None:
+    nv = FakeNvml([0], gpm={0: {SM: 40.0}})
+    real_alloc = nv.nvmlGpmSampleAlloc
+    calls = []
+
+    def alloc() -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise pynvml.NVMLError_Memory()
+        return real_alloc()
+
+    nv.nvmlGpmSampleAlloc = alloc  # type: ignore[method-assign]
+    src = NvmlSource([0], nvml=nv, clock=Clock())
+    src.open()
+    assert len(nv.allocated) == 1 and nv.freed == nv.allocated
+    assert src.read(0) is not None and not src.devices[0].lost

@@ -363,6 +363,19 @@ def test_checkpoint_write_failure_does_not_stop_sampling(tmp_path: Path) -> None
     assert source.reads == 42
 
 
+def test_power_frac_mean_uses_each_devices_limit(tmp_path: Path) -> None:
+    clock = FakeClock()
+    clock.at(10.5, lambda: sampler.request_stop("SIGTERM"))
+    source = ScriptedSource(clock, [0, 1, 2])
+    source.devices[0].power_limit_w = 200.0         # power reads 100 + util = 150 W
+    source.devices[2].power_limit_w = float("nan")  # unusable: no fraction
+    sampler = Sampler(context(gpus=(0, 1, 2)), source, tmp_path, clock=clock, job_alive=lambda: True)
+    assert sampler.run() == 0
+    doc = load_checkpoint(tmp_path / "checkpoint.json")
+    assert agg_of(doc, 0)["power_frac_mean"] == 0.75 and agg_of(doc, 0)["power_mean_w"] == 150.0
+    assert "power_frac_mean" not in agg_of(doc, 1) and "power_frac_mean" not in agg_of(doc, 2)
+
+
 # ---------------------------------------------------------------------------
 # The real process against the fake NVML driver
 # ---------------------------------------------------------------------------
@@ -520,6 +533,47 @@ def test_process_two_of_four_loaded(node: Node) -> None:
     assert {b["gpu"] for b in bins} == {0, 1, 2, 3}
     assert all(75 <= b["util"] <= 85 for b in bins if b["gpu"] in (1, 2))
     assert not (node.run_dir / "sampler.pid").exists()                     # removed on exit
+
+
+GPM_KEYS = tuple(f"{m}_{s}" for m in ("sm_active", "sm_occupancy", "tensor_active", "dram_active")
+                 for s in ("mean", "p95"))
+
+
+def test_process_gpm_on_h100_and_power_against_the_limit(node: Node) -> None:
+    node.write_context()
+    load = [{"gpus": [0], "util": 90, "mem_gib": 10, "power_frac": 0.25, "sm_active": 0.3,
+             "tensor_active": 0.1, "dram_active": 0.5},
+            {"gpus": [2], "util": 60, "power_frac": 0.5, "sm_active": 0.6, "tensor_active": 0.2}]
+    with node.workload(load):
+        proc = node.sampler()
+        wait_samples(node, 8)
+        rc, _, err = stop(proc)
+    assert rc == 0, err
+    doc = load_checkpoint(node.run_dir / "checkpoint.json")
+    g = by_minor(doc)
+    assert [g[m]["name"] for m in (0, 1, 2)] == ["NVIDIA H100 80GB HBM3"] * 2 + ["NVIDIA A10G"]
+    h100 = g[0]["agg"]
+    # GPM through the real pynvml: SM_UTIL, ANY_TENSOR_UTIL, DRAM_BW_UTIL as fractions
+    assert (h100["sm_active_mean"], h100["tensor_active_mean"], h100["dram_active_mean"]) == (0.3, 0.1, 0.5)
+    assert (h100["sm_active_p95"], h100["tensor_active_p95"], h100["dram_active_p95"]) == (0.3, 0.1, 0.5)
+    # the fake driver has nothing for SM_OCCUPANCY: per-metric NOT_SUPPORTED -> absent
+    assert "sm_occupancy_mean" not in h100 and "sm_occupancy_p95" not in h100
+    assert set(h100["acc"]["gpm_hist_ms"]) == {"sm_active", "tensor_active", "dram_active"}
+    # GPM covers the run but for the first sample (no pair yet) and, maybe, the
+    # SIGTERM one (< 100 ms after the previous)
+    gpm_seconds = h100["acc"]["sm_active"][1]
+    assert h100["seconds"] - 0.3 <= gpm_seconds <= h100["seconds"]
+    assert h100["power_frac_mean"] == pytest.approx(0.25, abs=0.002)     # 175 W of 700 W
+    # an idle H100 (no workload): GPM supported, nothing measured -> absent; power at idle 60 W
+    idle = g[1]["agg"]
+    assert not any(k in idle for k in GPM_KEYS) and "gpm_hist_ms" not in idle["acc"]
+    assert idle["power_frac_mean"] == pytest.approx(60 / 700, abs=0.002)
+    # an A10G has no GPM at all, whatever the load says; power still against its 300 W limit
+    a10g = g[2]["agg"]
+    assert not any(k in a10g for k in GPM_KEYS) and "gpm_hist_ms" not in a10g["acc"]
+    assert a10g["power_frac_mean"] == pytest.approx(0.5, abs=0.002)
+    assert err.count("minor 2: no GPM") == 1 and err.count("minor 3: no GPM") == 1
+    assert "GPM failed" not in err and "GPM unavailable" not in err
 
 
 def _cpu_seconds(pid: int) -> float:
