@@ -100,13 +100,14 @@ def _build_cli():
 
         sys.exit(run_hook("epilog"))
 
-    from piqc_slurm.commands import admin, analyze, costs, ingest, load_config, seff, simulate, store_url
+    from piqc_slurm.commands import admin, analyze, costs, gaps, ingest, load_config, seff, simulate, store_url
     from piqc_slurm.query.command import add_sacct_command
 
     ingest.register(cli)
     add_sacct_command(cli, load_config, store_url)
     seff.register(cli)
     costs.register(cli)
+    gaps.register(cli)
     analyze.register(cli)
     simulate.register(cli)
     admin.register(cli)

@@ -258,4 +258,31 @@ CREATE TABLE analysis_runs (
 
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
 
+-- Running upgrade 0004 -> 0005
+
+CREATE TABLE idle_gaps (
+    id SERIAL NOT NULL,
+    cluster VARCHAR(64) NOT NULL,
+    node VARCHAR(64) NOT NULL,
+    minor INTEGER,
+    gpu_type VARCHAR(32),
+    partition VARCHAR(64),
+    kind VARCHAR(8) NOT NULL,
+    start BIGINT NOT NULL,
+    "end" BIGINT NOT NULL,
+    gpus INTEGER NOT NULL,
+    demand_gpu_seconds BIGINT NOT NULL,
+    reason TEXT,
+    window_start BIGINT NOT NULL,
+    window_end BIGINT NOT NULL,
+    computed_at BIGINT NOT NULL,
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_idle_gaps_start ON idle_gaps (start);
+
+CREATE INDEX ix_idle_gaps_window ON idle_gaps (cluster, window_start, window_end);
+
+UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
+
 COMMIT;

@@ -358,3 +358,52 @@ def parse_node_gres(text: str) -> dict[str, list[tuple[str | None, int]]]:
         if items:
             out[node] = items
     return out
+
+
+# --- sacctmgr show event ------------------------------------------------------------
+EVENT_FIELDS = ("Cluster", "NodeName", "Start", "End", "State", "Reason")
+
+
+class NodeEvent(NamedTuple):
+    """One `sacctmgr show event` line: a node down, drained or failed from start to end
+    (end None: still open, sacctmgr's `Unknown`). A cluster event has node ''."""
+
+    cluster: str
+    node: str
+    start: int
+    end: int | None
+    state: str
+    reason: str
+
+
+def parse_node_events(text: str, *, fields: tuple[str, ...] = EVENT_FIELDS, epoch: bool = True,
+                      tz: tzinfo | str | None = None, cluster: str = "") -> list[NodeEvent]:
+    """`sacctmgr -n -P show event format=<fields>` -> NodeEvents, in the order printed.
+
+    `fields` is the format= list asked for (NodeName, Start, End, State and Reason are needed;
+    Cluster optional, else `cluster`); Reason, free text that may hold a `|`, must be last.
+    Times as parse_time reads them (epoch: SLURM_TIME_FORMAT=%s). Lines starting with `#`
+    (a recording's header) and blank lines are skipped; a malformed line is a ParseError."""
+    want = [f.lower() for f in fields]
+    for need in ("nodename", "start", "end", "state", "reason"):
+        if need not in want:
+            raise ValueError(f"parse_node_events needs the {need} field")
+    if want[-1] != "reason":
+        raise ValueError("parse_node_events: Reason (free text) must be the last field")
+    out: list[NodeEvent] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        values = line.split("|", len(want) - 1)
+        if len(values) != len(want):
+            raise ParseError(f"expected {len(want)} fields, got {len(values)}", source="sacctmgr show event",
+                             line=n, value=line)
+        row = dict(zip(want, values, strict=True))
+        start = parse_time(row["start"], epoch=epoch, tz=tz)
+        if start is None:
+            raise ParseError(f"event without a start: {line!r}", source="sacctmgr show event", line=n,
+                             field="Start", value=row["start"])
+        end = parse_time(row["end"], epoch=epoch, tz=tz)
+        out.append(NodeEvent(row.get("cluster", cluster), row["nodename"], start, end, row["state"],
+                             row["reason"]))
+    return out

@@ -42,3 +42,27 @@ def scontrol_config_value(key: str, env: Mapping[str, str], timeout: float = SCO
 def scontrol_nodes(env: Mapping[str, str], timeout: float = SCONTROL_TIMEOUT) -> str:
     """`scontrol show node -o` (one line per node)."""
     return run_command(["scontrol", "show", "node", "-o"], env, timeout, "")
+
+
+SACCTMGR_TIMEOUT = 60
+
+
+def sacctmgr_events(start: int, end: int, clusters: list[str], env: Mapping[str, str],
+                    timeout: float = SACCTMGR_TIMEOUT) -> str:
+    """Node events (down, drain, fail) overlapping [start, end] of these clusters:
+    `sacctmgr -n -P show event Clusters=... Event=Node Start=uts.. End=uts..
+    format=Cluster,NodeName,Start,End,State,Reason`, with epoch-second times (TZ=UTC,
+    SLURM_TIME_FORMAT=%s, as ingest's sacct). Parse with parse.parse_node_events."""
+    import re
+
+    from piqc_slurm.slurm.argv import sacct_env
+    from piqc_slurm.slurm.parse import EVENT_FIELDS
+
+    for c in clusters:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", c, re.ASCII):
+            raise ValueError(f"bad cluster name {c!r}")
+    argv = ["sacctmgr", "-n", "-P", "show", "event", "Event=Node", f"Start=uts{max(int(start), 1_000_000)}",
+            f"End=uts{int(end)}", f"format={','.join(EVENT_FIELDS)}"]
+    if clusters:
+        argv.insert(5, f"Clusters={','.join(clusters)}")
+    return run_command(argv, sacct_env(env), timeout, "")

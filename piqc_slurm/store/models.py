@@ -284,3 +284,36 @@ class CatalogOverride(Base):
     cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
     gpu_type: Mapped[str] = mapped_column(String(32), primary_key=True)
     spec: Mapped[dict] = mapped_column(JSON)
+
+
+class IdleGap(Base):
+    """One stretch of GPU time no job held (filled by `piqc-slurm gaps`, read by the
+    digest): on one GPU (`minor`) of a node, or, where the node's GPUs are known by count
+    only (a job there without job_gpus rows), on `gpus` GPUs of one type of the node
+    (`minor` NULL). `kind` idle: `demand_gpu_seconds` of it pending jobs able to use it
+    asked for; `kind` down: not held while a node event (down, drain) was open, `reason`
+    its state and reason. The rows of one computation share window_start/window_end and
+    replace those of an earlier run over the same clusters and window
+    (piqc_slurm/analyze/gaps.py has the rules)."""
+
+    __tablename__ = "idle_gaps"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(64))
+    minor: Mapped[int | None] = mapped_column(Integer)  # NULL: per node, by counts
+    gpu_type: Mapped[str | None] = mapped_column(String(32))
+    partition: Mapped[str | None] = mapped_column(String(64))  # the node's primary partition
+    kind: Mapped[str] = mapped_column(String(8))  # idle, down
+    start: Mapped[int] = mapped_column(BigInteger)  # epoch seconds, UTC
+    end: Mapped[int] = mapped_column(BigInteger)
+    gpus: Mapped[int] = mapped_column(Integer)  # idle (or down) GPUs throughout the stretch
+    demand_gpu_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    window_start: Mapped[int] = mapped_column(BigInteger)
+    window_end: Mapped[int] = mapped_column(BigInteger)
+    computed_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_idle_gaps_window", "cluster", "window_start", "window_end"),
+        Index("ix_idle_gaps_start", "start"),
+    )
