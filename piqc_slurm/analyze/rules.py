@@ -174,7 +174,10 @@ def judge(j: Any, t: Thresholds, tiers: list[dict] | None = None) -> dict[str, A
     by_power = no(has_gpm) & has_power & (nz(util) >= t.ub_power_util_min) & (nz(power, 1.0) < t.ub_power_max)
     by_util = (no(has_gpm) & no(by_power) & (nz(util, 100.0) < t.ub_util_max)
                & (nz(mem_free, 0.0) >= t.ub_mem_free_min))
-    under = working & no(wrong_tier) & no(input_bound) & (by_sm | by_power | by_util)
+    # below ib_util_max a job may be waiting for its CPUs: without CPU time (the Epilog has none) it
+    # cannot be told from INPUT_BOUND, so it is left to `analyze`, which reads sacct's TotalCPU
+    knowable = (nz(util, 100.0) >= t.ib_util_max) | isnum(j["cpu_eff"])
+    under = working & no(wrong_tier) & no(input_bound) & knowable & (by_sm | by_power | by_util)
     ub_eff = where(by_sm, nz(sm) / t.target_sm,
                    where(by_power, nz(power) / t.target_power, nz(util) / t.target_util))
     ub_eff = hi(lo(ub_eff, 0.0), 1.0)

@@ -186,3 +186,14 @@ def test_a_two_second_warm_up_spike_is_still_an_idle_gpu():
     v = judge(job(alloc_gpus=2, cost=16.0, elapsed=7200, **{k: g[k] for k in ("sampled_gpus", "used_gpus",
                                                                               "idle_gpus")}), T, TIERS)
     assert flags(v) == {"IDLE_GPUS"} and money(v["w_IDLE_GPUS"]) == 8.00   # 1 of 2 GPUs x 2 h x $4
+
+
+def test_without_cpu_time_low_utilization_is_not_called_under_batched():
+    # the Epilog knows no CPU time: a job at 27.6 % with memory free might be waiting for its CPUs
+    # (seen on the cluster: an input-bound job's report said "raise the batch"); analyze, with TotalCPU, decides
+    j = job(util_used=27.6, active_used=0.92, power_used=0.34, mem_peak_gib=10.0, cpu_eff=NAN)
+    assert flags(judge(j, T, [])) == set()
+    assert flags(judge({**j, "cpu_eff": 1.4}, T, [])) == {"INPUT_BOUND"}
+    assert flags(judge({**j, "cpu_eff": 0.2}, T, [])) == {"UNDER_BATCHED"}
+    # at or above ib_util_max (50 %) input-boundness is not in question: power still tells batch-1 decode
+    assert flags(judge(job(util_used=90.0, power_used=0.25, cpu_eff=NAN), T, [])) == {"UNDER_BATCHED"}
