@@ -39,3 +39,29 @@ def test_refuses_a_slurm_it_did_not_start(cluster, tmp_path):
                        "PIQC_CLUSTER_DIR": str(tmp_path / "other")}, capture_output=True, text=True)
     assert r.returncode != 0
     assert "this script did not start" in r.stderr
+
+
+def test_an_a100_node_has_no_gpm_then_h100_again(cluster):
+    """The same GPM-carrying load on an A100 node (no NVML GPM: the fake driver says so for non-Hopper
+    names) records no GPM keys but still its power share; the cluster is then put back to h100."""
+    import json
+    import os
+
+    env = {**os.environ, "GPU_TYPE": "a100"}
+    load = json.dumps([{"gpus": [0], "util": 60, "mem_gib": 8, "power_frac": 0.25, "sm_active": 0.2,
+                        "tensor_active": 0.05}])
+    try:
+        subprocess.run(["bash", str(CLUSTER_SH), "up"], check=True, capture_output=True, env=env)
+        gres = cluster.run(["scontrol", "show", "node", "-o"]).stdout
+        assert "Gres=gpu:a100:" in gres, gres
+        job = cluster.submit(f"exec fakegpu-work --seconds 15 --load '{load}'", "--gres=gpu:1", "-o", "/dev/null",
+                             name="t-a100")
+        assert cluster.wait(job, timeout=120) == "COMPLETED"
+        (d,) = cluster.wait_summary(job)["devices"]
+        assert "A100" in d["name"] and d["gpu_type"].startswith("a100")
+        assert not [k for k in d if k.startswith(("sm_active", "tensor_active", "dram_active", "sm_occupancy"))]
+        assert 0.15 <= d["power_frac_mean"] <= 0.26
+    finally:
+        subprocess.run(["bash", str(CLUSTER_SH), "up"], check=True, capture_output=True,
+                       env={**os.environ, "GPU_TYPE": "h100"})
+    assert "Gres=gpu:h100:" in cluster.run(["scontrol", "show", "node", "-o"]).stdout
