@@ -18,7 +18,7 @@ from typing import Any
 
 from piqc_slurm.analyze.explain import findings as explain
 from piqc_slurm.analyze.rules import NAN, Thresholds, judge
-from piqc_slurm.usage.cost import job_cost, parts_of
+from piqc_slurm.usage.cost import Part, gpu_hours, job_cost, parts_of
 from piqc_slurm.usage.outcome import failed as is_failed
 from piqc_slurm.usage.outcome import side as failed_side
 from piqc_slurm.usage.prices import PriceBook
@@ -70,6 +70,41 @@ def _frame(reader, sql: str, cols: tuple[str, ...], params: dict):
     return df
 
 
+_CHUNK = 10_000
+
+
+def _records(df) -> list[dict[str, Any]]:
+    """df.to_dict("records"): the same dicts of the same values, made column by column. A numeric
+    column's values are its tolist() (the Python scalars iterating it yields); an object or extension
+    column's are boxed as to_dict boxes them (maybe_box_native), except str and None, which that
+    leaves as they are. to_dict boxes every value of those columns one call at a time: ~3x slower."""
+    from pandas.api.extensions import ExtensionDtype
+    from pandas.core.dtypes.cast import maybe_box_native
+
+    cols = []
+    for k in range(df.shape[1]):
+        s = df.iloc[:, k]
+        if s.dtype == object or isinstance(s.dtype, ExtensionDtype):
+            vals = s.to_numpy(dtype=object).tolist()
+            vals = [x if x is None or type(x) is str else maybe_box_native(x) for x in vals]
+        else:
+            vals = s.tolist()
+        cols.append(vals)
+    names = df.columns.tolist()
+    return [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
+
+
+def _per_value(s, f):
+    """f(s), a pandas string method on a Series of text without missing values, computed once per
+    distinct value (a million jobs have a few states, nodes, TRES and GPU names) and spread back:
+    the same values, dtype and index."""
+    import pandas as pd
+
+    codes, uniq = pd.factorize(s)
+    out = f(pd.Series(uniq, dtype=s.dtype))
+    return pd.Series(out.to_numpy()[codes], index=s.index, dtype=out.dtype, name=s.name)
+
+
 def gpu_inputs(gpus, min_share: float, catalog_power: dict | None = None):
     """Per-job inputs from per-GPU rows (pandas): sampled/used/idle counts and the working GPUs' means."""
     import pandas as pd
@@ -88,7 +123,7 @@ def gpu_inputs(gpus, min_share: float, catalog_power: dict | None = None):
     power = g["power_frac_mean"].where(g["power_frac_mean"].notna(), g["power_mean_w"] / g["power_limit_w"])
     g["power"] = power
     g["active"] = (g["active_seconds"] / g["seconds"].where(g["seconds"] > 0)).clip(0, 1)
-    g["mig"] = g["name"].fillna("").str.contains("MIG", case=False)
+    g["mig"] = _per_value(g["name"].fillna(""), lambda x: x.str.contains("MIG", case=False))
     w = g[g["did"]]
     agg = g.groupby("job_ref").agg(sampled_gpus=("sampled", "sum"), used_gpus=("did", "sum"),
                                    idle_gpus=("idle", "sum"), mem_peak=("mem_used_max_mib", "max"),
@@ -109,20 +144,37 @@ def _history(reader, keys, since: int, history_days: int, book: PriceBook):
     if history_days <= 0 or keys.empty:
         return pd.DataFrame(columns=["cluster", "name", "user", "account", "end", "elapsed", "cost"])
     h = _frame(reader, _JOBS_SQL, _JOB_COLS, {"since": since - history_days * 86400, "until": since})
-    h = h[h["state"].fillna("").str.startswith("COMPLETED")]
+    h = h[_per_value(h["state"].fillna(""), lambda x: x.str.startswith("COMPLETED"))]
     h = h.merge(keys, on=["cluster", "name", "user", "account"], how="inner")
     h["cost"] = _costs(h, book)
     return h[["cluster", "name", "user", "account", "end", "elapsed", "cost"]]
 
 
 def _costs(df, book: PriceBook) -> list[float]:
+    """usage.cost.job_cost(...).usd per job. A job with one GPU part (nearly every job) costs what
+    job_cost sums for it, 0.0 + gpu_hours(gpus, elapsed) x the part's rate, with the rate
+    (prices.gpu_rate, as job_cost asks it) looked up once per (cluster, GPU type, partition) and
+    parts_of once per (GPUs, type, AllocTRES); other jobs (CPU-only, several GPU types, no
+    elapsed) go through job_cost itself. Same floats, without ~10 us of lookups per job."""
     out = []
+    parts_memo: dict[tuple, list[Part]] = {}
+    rate_memo: dict[tuple, float] = {}
     for cluster, alloc, gtype, tres, elapsed, part, cpus in zip(
             df["cluster"], df["alloc_gpus"], df["gpu_type"], df["alloc_tres"], df["elapsed"], df["partition"],
             df["alloc_cpus"], strict=True):
-        prices = book.for_cluster(cluster)
-        out.append(job_cost(parts_of(int(alloc or 0), gtype, tres or ""), int(elapsed or 0), prices,
-                            partition=part, cpus=int(cpus or 0)).usd)
+        a, e = int(alloc or 0), int(elapsed or 0)
+        pk = (a, gtype, tres or "")
+        parts = parts_memo.get(pk)
+        if parts is None:
+            parts = parts_memo[pk] = parts_of(a, gtype, tres or "")
+        if e > 0 and len(parts) == 1 and parts[0].gpus and parts[0].gpus > 0:
+            rk = (cluster, parts[0].gpu_type, part)
+            rate = rate_memo.get(rk)
+            if rate is None:
+                rate = rate_memo[rk] = book.for_cluster(cluster).gpu_rate(parts[0].gpu_type, part).usd
+            out.append(0.0 + gpu_hours(parts[0].gpus, e) * rate)
+        else:
+            out.append(job_cost(parts, e, book.for_cluster(cluster), partition=part, cpus=int(cpus or 0)).usd)
     return out
 
 
@@ -132,17 +184,37 @@ def _regression_inputs(jobs, hist):
 
     key = ["cluster", "name", "user", "account"]
     cur = jobs[key + ["id", "end", "elapsed", "cost", "state"]].copy()
-    cur["completed"] = cur["state"].fillna("").str.startswith("COMPLETED")
+    cur["completed"] = _per_value(cur["state"].fillna(""), lambda x: x.str.startswith("COMPLETED"))
     h = hist.assign(id=-1, completed=True, state="COMPLETED")
-    allruns = pd.concat([h, cur], ignore_index=True).sort_values(key + ["end"], kind="stable")
+    allruns = pd.concat([h, cur], ignore_index=True)
+    # The key's four text columns are factorised once, into a group number (NaN where a part is
+    # missing: groupby leaves those rows out, as it does grouping by the columns); every grouping
+    # below is by that number. Runs are in End order within a key (stable: ties keep their order).
+    allruns["_key"] = allruns.groupby(key, sort=False).ngroup()
+    allruns = allruns.sort_values(["_key", "end"], kind="stable")
     comp = allruns[allruns["completed"]]
-    grp = comp.groupby(key, sort=False)
-    comp = comp.assign(
-        runs_before=grp.cumcount(),
-        elapsed_median=grp["elapsed"].transform(lambda s: s.expanding().median().shift()),
-        cost_median=grp["cost"].transform(lambda s: s.expanding().median().shift()))
+    grp = comp.groupby("_key", sort=False)
+    # a key's first (or only) run has no median before it: the medians need only the keys run more than once
+    multi = comp[grp["end"].transform("size") > 1]
+    mgrp = multi.groupby("_key", sort=False)
+    comp = comp.assign(runs_before=grp.cumcount(),
+                       elapsed_median=_median_before(multi, mgrp, "elapsed").reindex(comp.index),
+                       cost_median=_median_before(multi, mgrp, "cost").reindex(comp.index))
     mine = comp[comp["id"] >= 0].set_index("id")[["runs_before", "elapsed_median", "cost_median"]]
     return mine
+
+
+def _median_before(comp, grp, col: str):
+    """Per row, the median of `col` over the earlier rows of its group (NaN for a group's first):
+    what grp[col].transform(lambda s: s.expanding().median().shift()) gives, in one pass
+    (groupby().expanding() runs pandas' windowed median over all groups at once; a lambda per
+    group cost ~3 ms each, and one-off job names make as many groups as jobs)."""
+    import pandas as pd
+
+    if grp.ngroups == 0:  # no rows, or none with a whole key (groupby drops missing keys)
+        return pd.Series(NAN, index=comp.index, dtype="float64")
+    em = grp[col].expanding().median().droplevel(0)
+    return comp.assign(_m=em.reindex(comp.index)).groupby("_key", sort=False)["_m"].shift()
 
 
 def _tiers(book: PriceBook, cluster: str, candidates: str, inventory: dict[str, set[str]]) -> list[dict]:
@@ -175,23 +247,36 @@ def inputs(reader, since: int, until: int, cfg, book: PriceBook):
     jobs = jobs.join(g, on="id")
     jobs["cost"] = _costs(jobs, book)
     rates, tflops, bws = [], [], []
-    for cluster, gtype, part in zip(jobs["cluster"], jobs["gpu_type"], jobs["partition"], strict=True):
-        prices = book.for_cluster(cluster)
-        r = prices.gpu_rate(gtype, part)
-        rates.append(r.usd if r.known else NAN)
-        spec = prices.catalog.spec(gtype) if gtype else None
-        tflops.append(float(spec.bf16_tflops) if spec is not None and spec.bf16_tflops else NAN)
-        bws.append(float(spec.mem_bw_gbs) if spec is not None and spec.mem_bw_gbs else NAN)
+    memo: dict[tuple, tuple[float, float, float]] = {}  # the same lookups, once per (cluster, type, partition)
+    for k in zip(jobs["cluster"], jobs["gpu_type"], jobs["partition"], strict=True):
+        got = memo.get(k)
+        if got is None:
+            cluster, gtype, part = k
+            prices = book.for_cluster(cluster)
+            r = prices.gpu_rate(gtype, part)
+            spec = prices.catalog.spec(gtype) if gtype else None
+            got = memo[k] = (r.usd if r.known else NAN,
+                             float(spec.bf16_tflops) if spec is not None and spec.bf16_tflops else NAN,
+                             float(spec.mem_bw_gbs) if spec is not None and spec.mem_bw_gbs else NAN)
+        rates.append(got[0])
+        tflops.append(got[1])
+        bws.append(got[2])
     jobs["rate"], jobs["tflops"], jobs["mem_bw"] = rates, tflops, bws
     jobs["started"] = jobs["start"].notna().astype(int)
-    jobs["failed"] = [int(is_failed(s, st is not None and st == st)) for s, st in zip(jobs["state"], jobs["start"],
-                                                                                     strict=True)]
-    jobs["side"] = [failed_side(s) for s in jobs["state"]]
+    outcome: dict[tuple, tuple[int, str | None]] = {}  # (state, started) -> (failed, side), once per state
+    fs = []
+    for k in zip(jobs["state"], [st is not None and st == st for st in jobs["start"]], strict=True):
+        got = outcome.get(k)
+        if got is None:
+            got = outcome[k] = (int(is_failed(k[0], k[1])), failed_side(k[0]))
+        fs.append(got)
+    jobs["failed"] = [f for f, _ in fs]
+    jobs["side"] = [sd for _, sd in fs]
     cpus = pd.to_numeric(jobs["alloc_cpus"], errors="coerce")
     el = pd.to_numeric(jobs["elapsed"], errors="coerce")
     jobs["cpu_eff"] = pd.to_numeric(jobs["total_cpu_s"], errors="coerce") / (el * cpus).where((el * cpus) > 0)
     tres = jobs["alloc_tres"].fillna("")
-    jobs["shared"] = (tres.str.contains("gres/shard") | tres.str.contains("gres/mps")
+    jobs["shared"] = (_per_value(tres, lambda x: x.str.contains("gres/shard") | x.str.contains("gres/mps"))
                       | jobs["mig"].fillna(False).astype(bool)).astype(int)
     for c in ("alloc_gpus", "elapsed"):
         jobs[c] = pd.to_numeric(jobs[c], errors="coerce").fillna(0)
@@ -199,8 +284,30 @@ def inputs(reader, since: int, until: int, cfg, book: PriceBook):
     hist = _history(reader, keys, since, cfg["analyze.history_days"], book)
     reg = _regression_inputs(jobs, hist)
     jobs = jobs.join(reg, on="id")
-    jobs["node"] = jobs["nodelist"].fillna("").str.split(",").str[0]
+    jobs["node"] = _per_value(jobs["nodelist"].fillna(""), lambda x: x.str.split(",").str[0])
     return jobs
+
+
+def _pg_replace(conn, findings, refs: list[int], rows: list[dict[str, Any]]) -> bool:
+    """PostgreSQL (psycopg): the same DELETE and INSERT, as `job_ref = ANY(array)` per batch and one
+    COPY, in the session's transaction (as store/jobs.py upserts jobs). An IN list of 5000 binds
+    costs the server ~25 ms to plan, and executemany a round of the protocol per row: together ~70
+    of the ~160 s a million-job window took. The values are the ones the INSERT binds (each through
+    its column type's bind processor: the evidence through SQLAlchemy's JSON serialiser). False,
+    having done nothing, where the rows do not give every column (an INSERT would fill defaults)."""
+    cols = [c for c in findings.columns if c.name != "id"]
+    if rows and set(rows[0]) != {c.name for c in cols}:
+        return False
+    procs = [(c.name, c.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)) for c in cols]
+    names = ", ".join(f'"{c.name}"' for c in cols)
+    with conn.connection.driver_connection.cursor() as cur:
+        for i in range(0, len(refs), 5000):
+            cur.execute('DELETE FROM findings WHERE "job_ref" = ANY(%s)', (refs[i:i + 5000],))
+        if rows:
+            with cur.copy(f"COPY findings ({names}) FROM STDIN") as copy:  # constant text: the model's columns
+                for r in rows:
+                    copy.write_row([p(r[c]) if p else r[c] for c, p in procs])
+    return True
 
 
 def analyze(reader, engine, since: int, until: int, cfg, book: PriceBook,
@@ -223,30 +330,45 @@ def analyze(reader, engine, since: int, until: int, cfg, book: PriceBook,
     inventory: dict[str, set[str]] = {}
     for cluster, gtype in reader.all(_INVENTORY_SQL, {}):
         inventory.setdefault(cluster, set()).add(gtype)
-    for cluster, part in (jobs.groupby("cluster") if not jobs.empty else []):
+    clusters = jobs.groupby("cluster") if not jobs.empty else []
+    if not jobs.empty and clusters.ngroups == 1 and jobs["cluster"].notna().all():
+        clusters = [(jobs["cluster"].iloc[0], jobs)]  # what the groupby yields for one cluster, without its copy
+    for cluster, part in clusters:
         tiers = _tiers(book, cluster, cfg["analyze.wt_candidates"], inventory)
         v = pd.DataFrame(judge(part, t, tiers), index=part.index)
         flagged = v[[c for c in v.columns if not c.startswith("w_") and c in
                      ("FAILED_SPEND", "IDLE_GPUS", "WRONG_TIER", "INPUT_BOUND", "UNDER_BATCHED",
                       "RUNTIME_REGRESSION", "NO_SAMPLES")]].fillna(False).astype(bool).any(axis=1)
-        pj = part[flagged].to_dict("records")
-        pv = v[flagged].to_dict("records")
-        for j, vv in zip(pj, pv, strict=True):
-            for f in explain(j, vv, cfg["usage.min_active_share"], cfg["sampler.active_util"]):
-                rows.append({"job_ref": int(j["id"]), "code": f["code"], "waste_usd": float(f["waste_usd"]),
-                             "evidence": f["evidence"], "advice_gpus": f["advice_gpus"],
-                             "advice_tier": f["advice_tier"], "analyzed_at": now, "sentence": f["sentence"],
-                             "advice": f["advice"], "est_elapsed": f["est_elapsed"],
-                             "est_cost_usd": f["est_cost_usd"], "confidence": f["confidence"]})
-    gpu_jobs = jobs[(jobs["alloc_gpus"] > 0) & (jobs["started"] > 0)] if not jobs.empty else jobs
-    for node, grp in (gpu_jobs.groupby("node") if not gpu_jobs.empty else []):
-        res.coverage[node] = (int((grp["sampled_gpus"].fillna(0) > 0).sum()), len(grp))
+        fj, fv = part[flagged], v[flagged]
+        for i in range(0, len(fj), _CHUNK):  # a chunk's records at a time: ~90 boxed values a job
+            pj, pv = _records(fj.iloc[i:i + _CHUNK]), _records(fv.iloc[i:i + _CHUNK])
+            for j, vv in zip(pj, pv, strict=True):
+                for f in explain(j, vv, cfg["usage.min_active_share"], cfg["sampler.active_util"]):
+                    rows.append({"job_ref": int(j["id"]), "code": f["code"], "waste_usd": float(f["waste_usd"]),
+                                 "evidence": f["evidence"], "advice_gpus": f["advice_gpus"],
+                                 "advice_tier": f["advice_tier"], "analyzed_at": now, "sentence": f["sentence"],
+                                 "advice": f["advice"], "est_elapsed": f["est_elapsed"],
+                                 "est_cost_usd": f["est_cost_usd"], "confidence": f["confidence"]})
+    gpu_jobs = jobs.loc[(jobs["alloc_gpus"] > 0) & (jobs["started"] > 0), ["node", "sampled_gpus"]] \
+        if not jobs.empty else jobs
+    if not gpu_jobs.empty:
+        cov = (gpu_jobs["sampled_gpus"].fillna(0) > 0).groupby(gpu_jobs["node"]).agg(["sum", "size"])
+        for node, sampled, n in zip(cov.index, cov["sum"], cov["size"], strict=True):
+            res.coverage[node] = (int(sampled), int(n))
     refs = [int(x) for x in jobs["id"]] if not jobs.empty else []
+    findings = Finding.__table__  # Core statements on the table: no ORM bulk machinery (see below)
     with Session(engine) as s, s.begin():
-        for i in range(0, len(refs), 5000):
-            s.execute(delete(Finding).where(Finding.job_ref.in_(refs[i:i + 5000])))
-        for i in range(0, len(rows), 5000):
-            s.execute(insert(Finding), rows[i:i + 5000])
+        conn = s.connection()
+        if not (conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+                and _pg_replace(conn, findings, refs, rows)):
+            for i in range(0, len(refs), 5000):
+                s.execute(delete(findings).where(findings.c.job_ref.in_(refs[i:i + 5000])))
+            # A Core INSERT of the table (every row has every column; None is NULL): one executemany per
+            # batch. The ORM's bulk insert (insert(Finding)) leaves a row's None columns out of its INSERT,
+            # so it split each batch at every change of them (~1 statement per 1.3 rows): ~50 us a row more.
+            ins = insert(findings)
+            for i in range(0, len(rows), 5000):
+                s.execute(ins, rows[i:i + 5000])
         s.add(AnalysisRun(since=since, until=until, at=now, jobs=res.jobs, findings=len(rows),
                           thresholds=json.loads(json.dumps(t._asdict()))))
     res.findings = len(rows)
