@@ -30,3 +30,19 @@ def open_store(ctx: click.Context, cfg):
 
     return open_engine(store_url(ctx, cfg))
 
+
+
+def sreport_window(f):
+    """-S/-E with sreport's default window (00:00 yesterday to 00:00 today), sacct's time formats."""
+    f = click.option("-E", "--until", "--endtime", "until", metavar="TIME",
+                     help="Window end. Default: 00:00 today.")(f)
+    return click.option("-S", "--since", "--starttime", "since", metavar="TIME",
+                        help="Window start, sacct time formats (2026-11-01, now-7days, midnight). "
+                             "Default: 00:00 yesterday, as sreport.")(f)
+
+
+def parsable_output(f):
+    """-P / -p / -n as sacct and sreport print them."""
+    f = click.option("-n", "--noheader", is_flag=True, help="No header line.")(f)
+    f = click.option("-p", "--parsable", "mode", flag_value="p", help="Each field followed by |.")(f)
+    return click.option("-P", "--parsable2", "mode", flag_value="P", help="Fields separated by |, no trailing |.")(f)

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import click
 
-from piqc_slurm.commands import load_config, store_url
+from piqc_slurm.commands import load_config, parsable_output, sreport_window, store_url
 
 
 def register(group: click.Group) -> None:
     @group.command()
-    @click.option("-S", "--since", "--starttime", "since", metavar="TIME",
-                  help="Window start, sacct time formats (2026-11-01, now-7days, midnight). "
-                       "Default: 00:00 yesterday, as sreport.")
-    @click.option("-E", "--until", "--endtime", "until", metavar="TIME", help="Window end. Default: 00:00 today.")
+    @sreport_window
     @click.option("--by", type=click.Choice(["node", "gpu", "partition", "gputype"]),
                   help="One row per group, then the total (default: one row per node, then the total).")
     @click.option("-M", "--clusters", "clusters", multiple=True, metavar="CLUSTER[,...]",
                   help="Clusters (all: every cluster in the store). Default: the config's cluster, else all.")
-    @click.option("-P", "--parsable2", "mode", flag_value="P", help="Fields separated by |, no trailing |.")
-    @click.option("-p", "--parsable", "mode", flag_value="p", help="Each field followed by |.")
-    @click.option("-n", "--noheader", is_flag=True, help="No header line.")
+    @parsable_output
     @click.option("-o", "--format", "fmt", metavar="FIELDS",
                   help="Comma-separated fields: Cluster, Node, GPU, Partition, GPUType, GPUs, IdleGPUHours, "
                        "IdleUSD, DemandGPUHours, DemandUSD, NoDemandGPUHours, NoDemandUSD, DownGPUHours.")
