@@ -275,16 +275,19 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, int | Non
         argv = ["/usr/bin/time", "-f", "%U %S %M", "-o", tf.name, *argv]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    r = subprocess.run(argv, env=env, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{r.stderr}")
+    try:
+        r = subprocess.run(argv, env=env, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        if r.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(argv)}\n{r.stderr}")
+        if tf is not None:
+            user, system, rss = Path(tf.name).read_text().split()[-3:]
+            return dt, float(user) + float(system), int(rss)
+    finally:
+        if tf is not None:
+            os.unlink(tf.name)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    if tf is not None:
-        user, system, rss = Path(tf.name).read_text().split()[-3:]
-        os.unlink(tf.name)
-        return dt, float(user) + float(system), int(rss)
     # the children's high-water mark: it tells this run's peak only where it grew
     return dt, cpu, after.ru_maxrss if after.ru_maxrss > before.ru_maxrss else None
 

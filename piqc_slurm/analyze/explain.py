@@ -30,6 +30,22 @@ def _num(x: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _int(x: Any) -> int | None:
+    v = _num(x)
+    return None if v is None else int(v)
+
+
+def _json(v: Any) -> Any:
+    """A value JSON (and PostgreSQL's json type) accepts: NaN and infinities are unknown (None),
+    numpy scalars become Python numbers."""
+    if isinstance(v, str) or v is None or isinstance(v, bool):
+        return v
+    n = _num(v)
+    if n is None:
+        return None
+    return int(n) if isinstance(v, int) or (hasattr(v, "dtype") and "int" in str(v.dtype)) else n
+
+
 def _r(x: Any, nd: int = 3) -> float | None:
     v = _num(x)
     return None if v is None else round(v, nd)
@@ -51,10 +67,11 @@ def findings(j: dict[str, Any], v: dict[str, Any], min_share: float, active_util
                              "est_elapsed": None, "est_cost_usd": None, "confidence": None}
         if code == "FAILED_SPEND":
             side = j.get("side") or "user"
-            ev = {"state": j.get("state"), "exit_code": j.get("exit_code"), "exit_signal": j.get("exit_signal"),
-                  "derived_exit_code": j.get("derived_exit_code"), "restarts": j.get("restarts"), "side": side}
+            signal = _int(j.get("exit_signal"))
+            ev = {"state": j.get("state"), "exit_code": j.get("exit_code"), "exit_signal": signal,
+                  "derived_exit_code": j.get("derived_exit_code"), "restarts": _int(j.get("restarts")), "side": side}
             f["sentence"] = (f"The run ended {j.get('state')} (exit code {j.get('exit_code')}"
-                             + (f", signal {j['exit_signal']}" if j.get("exit_signal") else "")
+                             + (f", signal {signal}" if signal else "")
                              + f") after {elapsed // 60} min on {alloc} GPU{'s' * (alloc != 1)}: "
                              f"${waste:,.2f} bought no result"
                              + (" (the site's side: node failure or preemption)." if side == "site" else "."))
@@ -139,7 +156,7 @@ def findings(j: dict[str, Any], v: dict[str, Any], min_share: float, active_util
                              "completed runs.")
             f["advice"] = "Compare with an earlier run: input size, code or library changes, a slower node."
             f["confidence"] = "medium"
-        f["evidence"] = ev
+        f["evidence"] = {k: _json(v) for k, v in ev.items()}
         out.append(f)
     est = _estimate(j, v, out, factor)
     for f in out:

@@ -197,3 +197,15 @@ def test_without_cpu_time_low_utilization_is_not_called_under_batched():
     assert flags(judge({**j, "cpu_eff": 0.2}, T, [])) == {"UNDER_BATCHED"}
     # at or above ib_util_max (50 %) input-boundness is not in question: power still tells batch-1 decode
     assert flags(judge(job(util_used=90.0, power_used=0.25, cpu_eff=NAN), T, [])) == {"UNDER_BATCHED"}
+
+
+def test_evidence_is_json_postgresql_accepts():
+    import json
+
+    # a failed job with no summary: pandas made restarts and exit_signal floats, NaN where unknown
+    j = {**CASES["failed"], "state": "FAILED", "exit_code": "9:0", "exit_signal": 9.0, "restarts": NAN,
+         "derived_exit_code": "0:0", "side": "user"}
+    (f,) = findings(j, judge(CASES["failed"], T, TIERS), 0.05, 5.0)
+    assert f["evidence"]["restarts"] is None and f["evidence"]["exit_signal"] == 9
+    assert "signal 9)" in f["sentence"] and "9.0" not in f["sentence"]
+    json.dumps(f["evidence"], allow_nan=False)    # PostgreSQL's json rejects NaN
