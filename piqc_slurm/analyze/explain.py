@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from piqc_slurm.analyze.rules import CODES
+from piqc_slurm.usage.numbers import finite
 
 
 def _pct(x: float | None) -> str:
@@ -20,14 +21,7 @@ def _a(word: str | None) -> str:
     return ("an " if w[:1].lower() in "aefhilmnorsx" else "a ") + w
 
 
-def _num(x: Any) -> float | None:
-    if x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
+_num = finite  # usage.numbers
 
 
 def _int(x: Any) -> int | None:

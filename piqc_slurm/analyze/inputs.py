@@ -8,17 +8,16 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from piqc_slurm.usage.numbers import finite
 from piqc_slurm.usage.rules import did_work
 
 NAN = math.nan
 
 
 def _f(x: Any) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return NAN
-    return v
+    """A number, NaN where unknown (what rules.judge reads)."""
+    v = finite(x)
+    return NAN if v is None else v
 
 
 def _mean(xs: list[float]) -> float:

@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from piqc_slurm.usage.numbers import finite
+
 HIST_BINS = 101
 """Utilization histogram bins: one per integer percent 0..100."""
 
@@ -103,16 +105,7 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _finite(x: float | None) -> float | None:
-    """A reading as float, or None when absent or not a finite number (a driver
-    glitch must not poison a whole job's sums with NaN)."""
-    if x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+_finite = finite  # usage.numbers: absent, unparseable, NaN or infinite readings are None
 
 
 def _r(x: float) -> float:
