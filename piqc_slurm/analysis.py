@@ -18,7 +18,7 @@ from typing import Any
 
 from piqc_slurm.analyze.explain import findings as explain
 from piqc_slurm.analyze.rules import NAN, Thresholds, judge
-from piqc_slurm.usage.cost import Part, gpu_hours, job_cost, parts_of
+from piqc_slurm.usage.cost import Part, job_cost, parts_of
 from piqc_slurm.usage.outcome import failed as is_failed
 from piqc_slurm.usage.outcome import side as failed_side
 from piqc_slurm.usage.prices import PriceBook
@@ -151,30 +151,20 @@ def _history(reader, keys, since: int, history_days: int, book: PriceBook):
 
 
 def _costs(df, book: PriceBook) -> list[float]:
-    """usage.cost.job_cost(...).usd per job. A job with one GPU part (nearly every job) costs what
-    job_cost sums for it, 0.0 + gpu_hours(gpus, elapsed) x the part's rate, with the rate
-    (prices.gpu_rate, as job_cost asks it) looked up once per (cluster, GPU type, partition) and
-    parts_of once per (GPUs, type, AllocTRES); other jobs (CPU-only, several GPU types, no
-    elapsed) go through job_cost itself. Same floats, without ~10 us of lookups per job."""
+    """usage.cost.job_cost(...).usd per job (Prices memoises its rate lookups; parts_of is
+    memoised here per (GPUs, type, AllocTRES): most jobs of a site share a handful of shapes)."""
     out = []
     parts_memo: dict[tuple, list[Part]] = {}
-    rate_memo: dict[tuple, float] = {}
     for cluster, alloc, gtype, tres, elapsed, part, cpus in zip(
             df["cluster"], df["alloc_gpus"], df["gpu_type"], df["alloc_tres"], df["elapsed"], df["partition"],
             df["alloc_cpus"], strict=True):
-        a, e = int(alloc or 0), int(elapsed or 0)
+        a = int(alloc or 0)
         pk = (a, gtype, tres or "")
         parts = parts_memo.get(pk)
         if parts is None:
             parts = parts_memo[pk] = parts_of(a, gtype, tres or "")
-        if e > 0 and len(parts) == 1 and parts[0].gpus and parts[0].gpus > 0:
-            rk = (cluster, parts[0].gpu_type, part)
-            rate = rate_memo.get(rk)
-            if rate is None:
-                rate = rate_memo[rk] = book.for_cluster(cluster).gpu_rate(parts[0].gpu_type, part).usd
-            out.append(0.0 + gpu_hours(parts[0].gpus, e) * rate)
-        else:
-            out.append(job_cost(parts, e, book.for_cluster(cluster), partition=part, cpus=int(cpus or 0)).usd)
+        out.append(job_cost(parts, int(elapsed or 0), book.for_cluster(cluster), partition=part,
+                            cpus=int(cpus or 0)).usd)
     return out
 
 

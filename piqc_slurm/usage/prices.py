@@ -45,7 +45,7 @@ class Prices:
     """GPU-hour and CPU core-hour prices for one cluster."""
 
     __slots__ = ("catalog", "store_types", "config_types", "store_partitions", "config_partitions",
-                 "fallback", "cpu_core_hour")
+                 "fallback", "cpu_core_hour", "_rates")
 
     def __init__(self, catalog: Catalog, *, config_types: Mapping[str, float] | None = None,
                  config_partitions: Mapping[str, float] | None = None,
@@ -62,6 +62,7 @@ class Prices:
         self.fallback = fallback if fallback is not None else (
             cfg_fallback if cfg_fallback is not None else float(catalog.fallback_price))
         self.cpu_core_hour = float(cpu_core_hour)
+        self._rates: dict[tuple, Rate] = {}  # this instance's lookups (a window prices a million jobs)
         # Price keys are canonicalised once, so [prices] a100 = 2.8 prices gres "a100_80gb" too.
         self.config_types = self._canon(self.config_types)
         self.store_types = self._canon(self.store_types)
@@ -79,6 +80,13 @@ class Prices:
                    cpu_core_hour=cfg["usage.cpu_core_hour_price"])
 
     def gpu_rate(self, gpu_type: str | None, partition: str | None = None) -> Rate:
+        k = (gpu_type, partition)
+        rate = self._rates.get(k)
+        if rate is None:
+            rate = self._rates[k] = self._lookup(gpu_type, partition)
+        return rate
+
+    def _lookup(self, gpu_type: str | None, partition: str | None) -> Rate:
         key = (gpu_type or "").lower()
         canon = self.catalog.canonical(key) if key else None
         name = canon or key
