@@ -12,13 +12,15 @@ before the window, for RUNTIME_REGRESSION.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+from piqc_slurm.analyze.explain import JOB_INPUTS, VERDICT_FIELDS
 from piqc_slurm.analyze.explain import findings as explain
 from piqc_slurm.analyze.rules import NAN, Thresholds, judge
-from piqc_slurm.usage.cost import Part, job_cost, parts_of
+from piqc_slurm.usage.cost import job_costs
 from piqc_slurm.usage.outcome import failed as is_failed
 from piqc_slurm.usage.outcome import side as failed_side
 from piqc_slurm.usage.prices import PriceBook
@@ -31,25 +33,29 @@ _JOBS_SQL = ('SELECT j."id", j."cluster", j."name", j."user", j."account", j."pa
 _JOB_COLS = ("id", "cluster", "name", "user", "account", "partition", "state", "exit_code", "derived_exit_code",
              "exit_signal", "restarts", "start", "end", "elapsed", "alloc_gpus", "gpu_type", "alloc_tres",
              "alloc_cpus", "total_cpu_s", "nodelist")
+# Per GPU: power is the sampler's mean power / limit, else (older samplers) mean power over the limit;
+# mig, whether NVML named it a MIG device (as analyze.inputs.gpu_inputs reads the name). Computed by
+# the database: two numbers, not three and a name, for each of a window's millions of GPU rows.
 _GPU_SQL = ('SELECT s."job_ref", u."samples", u."seconds", u."active_seconds", u."util_mean", u."mem_used_max_mib", '
-            'u."mem_total_mib", u."power_mean_w", u."power_limit_w", u."power_frac_mean", u."sm_active_mean", '
-            'u."tensor_active_mean", u."dram_active_mean", u."name" FROM node_summaries s JOIN gpu_usage u ON '
-            'u."summary_id" = s."id" JOIN jobs j ON j."id" = s."job_ref" '
+            'u."mem_total_mib", COALESCE(u."power_frac_mean", u."power_mean_w" / NULLIF(u."power_limit_w", 0)), '
+            'u."sm_active_mean", u."tensor_active_mean", u."dram_active_mean", '
+            "CASE WHEN upper(u.\"name\") LIKE '%MIG%' THEN 1 ELSE 0 END "
+            'FROM node_summaries s JOIN gpu_usage u ON u."summary_id" = s."id" JOIN jobs j ON j."id" = s."job_ref" '
             'WHERE j."end" IS NOT NULL AND j."end" >= :since AND j."end" < :until')
 _GPU_COLS = ("job_ref", "samples", "seconds", "active_seconds", "util_mean", "mem_used_max_mib", "mem_total_mib",
-             "power_mean_w", "power_limit_w", "power_frac_mean", "sm_active_mean", "tensor_active_mean",
-             "dram_active_mean", "name")
+             "power", "sm_active_mean", "tensor_active_mean", "dram_active_mean", "mig")
 _INVENTORY_SQL = 'SELECT DISTINCT "cluster", "gpu_type" FROM node_gpus WHERE "gpu_type" IS NOT NULL'
 
 
 class AnalyzeResult:
-    __slots__ = ("jobs", "findings", "by_code", "waste_usd", "coverage", "seconds")
+    __slots__ = ("jobs", "findings", "by_code", "waste_usd", "coverage", "shared", "seconds")
 
     def __init__(self) -> None:
         self.jobs = self.findings = 0
         self.by_code: dict[str, tuple[int, float]] = {}
         self.waste_usd = 0.0
         self.coverage: dict[str, tuple[int, int]] = {}   # node: (GPU jobs sampled, GPU jobs)
+        self.shared = 0   # jobs on MIG slices, shards or MPS: no per-GPU findings
         self.seconds = 0.0
 
 
@@ -57,41 +63,86 @@ _TEXT = ("cluster", "name", "user", "account", "partition", "state", "exit_code"
          "alloc_tres", "nodelist")
 
 
+# Integer columns (int64 unless a NULL makes them float64, as DataFrame.from_records infers);
+# other number columns are float64 (NULL: NaN); text columns (_TEXT) are objects, None for NULL.
+_INTS = frozenset(("id", "job_ref", "exit_signal", "restarts", "start", "end", "elapsed", "alloc_gpus", "alloc_cpus",
+                   "samples", "mig"))
+
+
 def _frame(reader, sql: str, cols: tuple[str, ...], params: dict):
+    """The rows of `sql` as a DataFrame of `cols`. Each batch becomes one numpy record array (the
+    driver's tuples converted in one C pass): transposing a million tuples in Python and inferring
+    each column's type was ~60% of loading a window (a Python object per value, scattered)."""
+    import numpy as np
     import pandas as pd
 
-    rows: list[tuple] = []
+    kinds = {c: "O" if c in _TEXT else ("i8" if c in _INTS else "f8") for c in cols}
+    parts: list[Any] = []
     for batch in reader.batches(sql, params, 50_000):
-        rows.extend(batch)
-    df = pd.DataFrame.from_records(rows, columns=list(cols))
-    for c in _TEXT:  # text columns keep None (not NaN) for a missing value: the pricing code reads them
-        if c in df.columns:
-            df[c] = df[c].astype(object).where(df[c].notna(), None)
-    return df
+        while True:
+            try:
+                parts.append(np.array(batch, dtype=[(c, kinds[c]) for c in cols]))
+                break
+            except (TypeError, ValueError, OverflowError):
+                _widen(kinds, cols, batch)
+    data: dict[str, Any] = {}
+    for c in cols:
+        if not parts:
+            data[c] = pd.Series([], dtype=object)
+            continue
+        arr = np.concatenate([p[c] for p in parts]) if len(parts) > 1 else parts[0][c].copy()
+        data[c] = pd.Series(arr, dtype=object) if arr.dtype == object else pd.Series(arr)
+    return pd.DataFrame(data, columns=list(cols))
+
+
+def _widen(kinds: dict[str, str], cols: tuple[str, ...], batch: list[tuple]) -> None:
+    """A batch a column's kind cannot hold: a NULL among integers (float64 from now on), text among
+    numbers (SQLite keeps what it is given: objects). Earlier batches are promoted by concatenate."""
+    import numpy as np
+
+    for k, c in enumerate(cols):
+        for kind in {"i8": ("i8", "f8", "O"), "f8": ("f8", "O")}.get(kinds[c], ()):
+            try:
+                np.array([r[k] for r in batch], dtype=kind)
+            except (TypeError, ValueError, OverflowError):
+                continue
+            kinds[c] = kind
+            break
 
 
 _CHUNK = 10_000
 
 
-def _records(df) -> list[dict[str, Any]]:
-    """df.to_dict("records"): the same dicts of the same values, made column by column. A numeric
-    column's values are its tolist() (the Python scalars iterating it yields); an object or extension
-    column's are boxed as to_dict boxes them (maybe_box_native), except str and None, which that
-    leaves as they are. to_dict boxes every value of those columns one call at a time: ~3x slower."""
-    from pandas.api.extensions import ExtensionDtype
-    from pandas.core.dtypes.cast import maybe_box_native
+def _native(x: Any) -> Any:
+    """A numpy scalar as the Python value it holds (what DataFrame.to_dict boxes it to); others as they are."""
+    import numpy as np
 
-    cols = []
-    for k in range(df.shape[1]):
-        s = df.iloc[:, k]
-        if s.dtype == object or isinstance(s.dtype, ExtensionDtype):
-            vals = s.to_numpy(dtype=object).tolist()
-            vals = [x if x is None or type(x) is str else maybe_box_native(x) for x in vals]
-        else:
-            vals = s.tolist()
-        cols.append(vals)
-    names = df.columns.tolist()
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _records(*frames) -> list[dict[str, Any]]:
+    """One dict per row of the frames side by side (same index, distinct column names), as
+    df.to_dict("records") makes them, column by column: a numeric column's values are its tolist()
+    (the Python scalars iterating it yields); an object or extension column's are unboxed from numpy
+    scalars as to_dict does. to_dict boxes every value one call at a time: ~3x slower."""
+    cols: list[list] = []
+    names: list[str] = []
+    for df in frames:
+        names.extend(df.columns.tolist())
+        cols.extend(_column_values(df.iloc[:, k]) for k in range(df.shape[1]))
     return [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _column_values(s) -> list:
+    from pandas.api.extensions import ExtensionDtype
+
+    if s.dtype == object or isinstance(s.dtype, ExtensionDtype):
+        vals = s.to_numpy(dtype=object).tolist()
+        return vals if all(type(x) in _PLAIN for x in vals) else [_native(x) for x in vals]
+    return s.tolist()
 
 
 def _per_value(s, f):
@@ -114,16 +165,14 @@ def gpu_inputs(gpus, min_share: float, catalog_power: dict | None = None):
                                      "power_used", "sm_used", "tensor_used", "dram_used", "mem_peak_gib",
                                      "mem_total_gib", "mig"])
     g = gpus.copy()
-    for c in _GPU_COLS[1:-1]:
+    for c in _GPU_COLS[1:]:
         g[c] = pd.to_numeric(g[c], errors="coerce")
     sampled = g["samples"].fillna(0) > 0
     g["did"] = did_work_vector(g["active_seconds"], g["seconds"], g["samples"], min_share)
     g["idle"] = sampled & ~g["did"]
     g["sampled"] = sampled
-    power = g["power_frac_mean"].where(g["power_frac_mean"].notna(), g["power_mean_w"] / g["power_limit_w"])
-    g["power"] = power
     g["active"] = (g["active_seconds"] / g["seconds"].where(g["seconds"] > 0)).clip(0, 1)
-    g["mig"] = _per_value(g["name"].fillna(""), lambda x: x.str.contains("MIG", case=False))
+    g["mig"] = g["mig"].fillna(0) > 0
     w = g[g["did"]]
     agg = g.groupby("job_ref").agg(sampled_gpus=("sampled", "sum"), used_gpus=("did", "sum"),
                                    idle_gpus=("idle", "sum"), mem_peak=("mem_used_max_mib", "max"),
@@ -150,22 +199,10 @@ def _history(reader, keys, since: int, history_days: int, book: PriceBook):
     return h[["cluster", "name", "user", "account", "end", "elapsed", "cost"]]
 
 
-def _costs(df, book: PriceBook) -> list[float]:
-    """usage.cost.job_cost(...).usd per job (Prices memoises its rate lookups; parts_of is
-    memoised here per (GPUs, type, AllocTRES): most jobs of a site share a handful of shapes)."""
-    out = []
-    parts_memo: dict[tuple, list[Part]] = {}
-    for cluster, alloc, gtype, tres, elapsed, part, cpus in zip(
-            df["cluster"], df["alloc_gpus"], df["gpu_type"], df["alloc_tres"], df["elapsed"], df["partition"],
-            df["alloc_cpus"], strict=True):
-        a = int(alloc or 0)
-        pk = (a, gtype, tres or "")
-        parts = parts_memo.get(pk)
-        if parts is None:
-            parts = parts_memo[pk] = parts_of(a, gtype, tres or "")
-        out.append(job_cost(parts, int(elapsed or 0), book.for_cluster(cluster), partition=part,
-                            cpus=int(cpus or 0)).usd)
-    return out
+def _costs(df, book: PriceBook):
+    """usage.cost.job_cost(...).usd per job, through its many-jobs form."""
+    return job_costs(df["cluster"], df["alloc_gpus"], df["gpu_type"], df["alloc_tres"], df["elapsed"],
+                     df["partition"], df["alloc_cpus"], book)
 
 
 def _regression_inputs(jobs, hist):
@@ -225,85 +262,288 @@ def _tiers(book: PriceBook, cluster: str, candidates: str, inventory: dict[str, 
     return out
 
 
-def inputs(reader, since: int, until: int, cfg, book: PriceBook):
+_COUNT_SQL = 'SELECT count(*) FROM jobs j WHERE j."end" IS NOT NULL AND j."end" >= :since AND j."end" < :until'
+PARALLEL_MIN_JOBS = 50_000  # a window this large loads its GPU rows and explains its findings on two cores
+
+
+def _parallel() -> bool:
+    import multiprocessing
+
+    return (os.cpu_count() or 1) > 1 and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _forked(fn: Callable, *args):
+    """fn(*args) in a forked child process (a future): the child inherits this process's memory, so
+    only the arguments and the result are pickled. A window of a million jobs reads ~3 million rows:
+    the Python objects the driver makes of them are most of its time, and a second core halves it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ex = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    try:
+        return ex.submit(fn, *args)  # the fork-context pool forks its worker here
+    finally:
+        ex.shutdown(wait=False)
+
+
+def _gpu_part(reader_type, url: str, window: dict, min_share: float, reader=None):
+    """gpu_inputs of the window's GPU rows, read through `reader` or a new reader of `url` (in a child)."""
+    r = reader if reader is not None else reader_type(url)
+    try:
+        return gpu_inputs(_frame(r, _GPU_SQL, _GPU_COLS, window), min_share)
+    finally:
+        if reader is None:
+            r.close()
+
+
+def _regression_part(reader_type, url: str, since: int, history_days: int, book: PriceBook, reader=None):
+    """_regression_inputs of _SHARED["regression"] (the window's jobs) and their keys' earlier runs,
+    read through `reader` or a new reader of `url` (in a child)."""
+    jobs = _SHARED["regression"]
+    r = reader if reader is not None else reader_type(url)
+    try:
+        keys = jobs[["cluster", "name", "user", "account"]].drop_duplicates()
+        return _regression_inputs(jobs, _history(r, keys, since, history_days, book))
+    finally:
+        if reader is None:
+            r.close()
+
+
+def _shapes(df, cols: list[str]):
+    """(values, row positions) per distinct combination of `cols` (None for a missing text value)."""
+    for key, at in df.groupby(cols, dropna=False, sort=False).indices.items():
+        yield tuple(None if isinstance(k, float) and k != k else k for k in key), at
+
+
+def inputs(reader, since: int, until: int, cfg, book: PriceBook, progress: Callable[[str], None] | None = None):
     """The window's jobs with every input rules.judge needs (a pandas DataFrame indexed like the jobs)."""
+    import numpy as np
     import pandas as pd
 
-    jobs = _frame(reader, _JOBS_SQL, _JOB_COLS, {"since": since, "until": until})
+    say = progress or (lambda _m: None)
+    t0 = time.monotonic()
+
+    window = {"since": since, "until": until}
+    gpu_args = (type(reader), reader.url, window, cfg["usage.min_active_share"])
+    big = cfg["analyze.parallel"] and _parallel() and reader.all(_COUNT_SQL, window)[0][0] >= PARALLEL_MIN_JOBS
+    pending = _forked(_gpu_part, *gpu_args) if big else None  # its rows load while this process loads the jobs
+    jobs = _frame(reader, _JOBS_SQL, _JOB_COLS, window)
+    say(f"{len(jobs):,} jobs loaded in {time.monotonic() - t0:.1f} s")
     if jobs.empty:
+        if pending is not None:
+            pending.result()
         return jobs
-    gpus = _frame(reader, _GPU_SQL, _GPU_COLS, {"since": since, "until": until})
-    g = gpu_inputs(gpus, cfg["usage.min_active_share"])
-    jobs = jobs.join(g, on="id")
+    # what needs only the jobs first: a child loading the GPU rows works meanwhile
     jobs["cost"] = _costs(jobs, book)
-    rates, tflops, bws = [], [], []
-    memo: dict[tuple, tuple[float, float, float]] = {}  # the same lookups, once per (cluster, type, partition)
-    for k in zip(jobs["cluster"], jobs["gpu_type"], jobs["partition"], strict=True):
-        got = memo.get(k)
-        if got is None:
-            cluster, gtype, part = k
-            prices = book.for_cluster(cluster)
-            r = prices.gpu_rate(gtype, part)
-            spec = prices.catalog.spec(gtype) if gtype else None
-            got = memo[k] = (r.usd if r.known else NAN,
-                             float(spec.bf16_tflops) if spec is not None and spec.bf16_tflops else NAN,
-                             float(spec.mem_bw_gbs) if spec is not None and spec.mem_bw_gbs else NAN)
-        rates.append(got[0])
-        tflops.append(got[1])
-        bws.append(got[2])
+    for c in ("alloc_gpus", "elapsed"):
+        jobs[c] = pd.to_numeric(jobs[c], errors="coerce").fillna(0)
+    reg_args = (type(reader), reader.url, since, cfg["analyze.history_days"], book)
+    _SHARED["regression"] = jobs[["cluster", "name", "user", "account", "id", "end", "elapsed", "cost", "state"]]
+    # and the recurring jobs' medians in another (its copy of them comes with the fork)
+    reg_pending = _forked(_regression_part, *reg_args) if big else None
+    # per (cluster, type, partition) and per (state, started): a site's million jobs have a few dozen
+    rates, tflops, bws = (np.full(len(jobs), NAN) for _ in range(3))
+    for (cluster, gtype, part), at in _shapes(jobs, ["cluster", "gpu_type", "partition"]):
+        prices = book.for_cluster(cluster)
+        r = prices.gpu_rate(gtype, part)
+        spec = prices.catalog.spec(gtype) if gtype else None
+        rates[at] = r.usd if r.known else NAN
+        tflops[at] = float(spec.bf16_tflops) if spec is not None and spec.bf16_tflops else NAN
+        bws[at] = float(spec.mem_bw_gbs) if spec is not None and spec.mem_bw_gbs else NAN
     jobs["rate"], jobs["tflops"], jobs["mem_bw"] = rates, tflops, bws
     jobs["started"] = jobs["start"].notna().astype(int)
-    outcome: dict[tuple, tuple[int, str | None]] = {}  # (state, started) -> (failed, side), once per state
-    fs = []
-    for k in zip(jobs["state"], [st is not None and st == st for st in jobs["start"]], strict=True):
-        got = outcome.get(k)
-        if got is None:
-            got = outcome[k] = (int(is_failed(k[0], k[1])), failed_side(k[0]))
-        fs.append(got)
-    jobs["failed"] = [f for f, _ in fs]
-    jobs["side"] = [sd for _, sd in fs]
+    failed, side = np.zeros(len(jobs), dtype=int), np.full(len(jobs), None, dtype=object)
+    for (state, started), at in _shapes(jobs, ["state", "started"]):
+        failed[at], side[at] = int(is_failed(state, bool(started))), failed_side(state)
+    jobs["failed"] = failed
+    jobs["side"] = pd.Series(side, index=jobs.index, dtype=object)
     cpus = pd.to_numeric(jobs["alloc_cpus"], errors="coerce")
     el = pd.to_numeric(jobs["elapsed"], errors="coerce")
     jobs["cpu_eff"] = pd.to_numeric(jobs["total_cpu_s"], errors="coerce") / (el * cpus).where((el * cpus) > 0)
+    jobs["node"] = _per_value(jobs["nodelist"].fillna(""), lambda x: x.str.split(",").str[0])
+    try:
+        reg = reg_pending.result() if reg_pending is not None else _regression_part(*reg_args, reader=reader)
+    finally:
+        _SHARED.pop("regression", None)
+    jobs = jobs.join(reg, on="id")
+    g = pending.result() if pending is not None else _gpu_part(*gpu_args, reader=reader)
+    say(f"{len(g):,} jobs' GPU rows loaded in {time.monotonic() - t0:.1f} s")
+    jobs = jobs.join(g, on="id")
     tres = jobs["alloc_tres"].fillna("")
     jobs["shared"] = (_per_value(tres, lambda x: x.str.contains("gres/shard") | x.str.contains("gres/mps"))
                       | jobs["mig"].fillna(False).astype(bool)).astype(int)
-    for c in ("alloc_gpus", "elapsed"):
-        jobs[c] = pd.to_numeric(jobs[c], errors="coerce").fillna(0)
-    keys = jobs[["cluster", "name", "user", "account"]].drop_duplicates()
-    hist = _history(reader, keys, since, cfg["analyze.history_days"], book)
-    reg = _regression_inputs(jobs, hist)
-    jobs = jobs.join(reg, on="id")
-    jobs["node"] = _per_value(jobs["nodelist"].fillna(""), lambda x: x.str.split(",").str[0])
     return jobs
 
 
-def _pg_replace(conn, findings, refs: list[int], rows: list[dict[str, Any]]) -> bool:
-    """PostgreSQL (psycopg): the same DELETE and INSERT, as `job_ref = ANY(array)` per batch and one
-    COPY, in the session's transaction (as store/jobs.py upserts jobs). An IN list of 5000 binds
-    costs the server ~25 ms to plan, and executemany a round of the protocol per row: together ~70
-    of the ~160 s a million-job window took. The values are the ones the INSERT binds (each through
-    its column type's bind processor: the evidence through SQLAlchemy's JSON serialiser). False,
-    having done nothing, where the rows do not give every column (an INSERT would fill defaults)."""
-    cols = [c for c in findings.columns if c.name != "id"]
-    if rows and set(rows[0]) != {c.name for c in cols}:
-        return False
-    procs = [(c.name, c.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)) for c in cols]
-    names = ", ".join(f'"{c.name}"' for c in cols)
-    with conn.connection.driver_connection.cursor() as cur:
+_SHARED: dict[str, Any] = {}  # what a forked child reads of the parent's memory
+
+
+def _explain_rows(lo: int, hi: int) -> list[tuple]:
+    """Rows (_FINDING_COLS) of the findings of flagged jobs lo..hi of _SHARED["explain"], a chunk's
+    records at a time."""
+    fj, fv, min_share, active_util, now = _SHARED["explain"]
+    dumps = json.JSONEncoder().encode  # what SQLAlchemy's JSON type stores (json.dumps)
+    rows: list[tuple] = []
+    for i in range(lo, hi, _CHUNK):
+        # one dict a job holds both its inputs and its verdict (their names are apart: JOB_INPUTS, VERDICT_FIELDS)
+        for j in _records(fj.iloc[i:min(i + _CHUNK, hi)], fv.iloc[i:min(i + _CHUNK, hi)]):
+            ref = int(j["id"])
+            for f in explain(j, j, min_share, active_util):
+                rows.append((ref, f["code"], float(f["waste_usd"]), dumps(f["evidence"]), f["advice_gpus"],
+                             f["advice_tier"], now, f["sentence"], f["advice"], f["est_elapsed"],
+                             f["est_cost_usd"], f["confidence"]))
+    return rows
+
+
+def _explain_stream(starts: list[int], n: int, out) -> None:
+    """In a forked child: the rows of the chunks at `starts`, one (start, rows) message a chunk,
+    then None; (-1, why) if it fails (the parent explains what did not arrive)."""
+    try:
+        for st in starts:
+            out.put((st, _explain_rows(st, min(st + _CHUNK, n))))
+        out.put(None)
+    except BaseException as exc:  # noqa: BLE001 - whatever it was, the parent takes over
+        out.put((-1, f"{type(exc).__name__}: {exc}"))
+    finally:
+        out.close()
+        out.join_thread()
+
+
+def _explain_into(conn, findings, n: int, parallel: bool, before: Callable[[], None] | None) -> list[tuple]:
+    """Explain flagged jobs 0..n of _SHARED["explain"], insert their rows, return them; `before`
+    (the old findings' delete) runs first. With `parallel`, a forked child explains the later ~70%
+    of the chunks and sends each back as it is done, while this process deletes, explains the rest
+    and inserts everything as it arrives: the insert no longer waits for the last explanation.
+    Chunks a child did not deliver (it failed or died) are explained here."""
+    import multiprocessing
+    import queue as queues
+
+    starts = list(range(0, n, _CHUNK))
+    out: list[tuple] = []
+
+    def insert(rows: list[tuple]) -> None:
+        _insert(conn, findings, rows)
+        out.extend(rows)
+
+    mine = starts if not parallel or len(starts) < 2 else starts[:max(1, len(starts) * 3 // 10)]
+    theirs = starts[len(mine):]
+    child = q = None
+    if theirs:
+        ctx = multiprocessing.get_context("fork")
+        q = ctx.Queue()
+        child = ctx.Process(target=_explain_stream, args=(theirs, n, q), daemon=True)
+        child.start()
+    pending = set(theirs)
+
+    def drain(block: bool) -> None:
+        while pending:
+            try:
+                item = q.get(timeout=1.0) if block else q.get_nowait()
+            except queues.Empty:
+                if not block:
+                    return
+                if child.is_alive():
+                    continue
+                try:  # it has ended: what it sent before is still in the pipe
+                    item = q.get_nowait()
+                except queues.Empty:
+                    return
+            except (EOFError, OSError, ValueError):  # a message cut short: it died while sending
+                return
+            if item is None or item[0] < 0:
+                return
+            pending.discard(item[0])
+            insert(item[1])
+
+    if before is not None:
+        before()
+    for st in mine:
+        insert(_explain_rows(st, min(st + _CHUNK, n)))
+        if q is not None:
+            drain(False)
+    if q is not None:
+        drain(True)
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    for st in sorted(pending):
+        insert(_explain_rows(st, min(st + _CHUNK, n)))
+    return out
+
+
+_FINDING_COLS = ("job_ref", "code", "waste_usd", "evidence", "advice_gpus", "advice_tier", "analyzed_at", "sentence",
+                 "advice", "est_elapsed", "est_cost_usd", "confidence")  # a row of `rows`; evidence as JSON text
+
+
+_SQLITE_DELETE = 'DELETE FROM findings WHERE "job_ref" IN (SELECT "value" FROM json_each(?))'
+_SQLITE_INSERT = ('INSERT INTO findings ("job_ref", "code", "waste_usd", "evidence", "advice_gpus", "advice_tier", '
+                  '"analyzed_at", "sentence", "advice", "est_elapsed", "est_cost_usd", "confidence") '
+                  'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+_PG_COPY = ('COPY findings ("job_ref", "code", "waste_usd", "evidence", "advice_gpus", "advice_tier", "analyzed_at", '
+            '"sentence", "advice", "est_elapsed", "est_cost_usd", "confidence") FROM STDIN')
+
+
+def _delete(conn, findings, refs: list[int]) -> None:
+    """Delete the findings of the jobs `refs`, in the session's transaction, on the driver's own
+    cursor where it is SQLite's or psycopg's (SQLAlchemy's per-row parameter processing cost ~20 s of
+    a million-job window): SQLite, one json_each list per 50,000 jobs; PostgreSQL, `job_ref =
+    ANY(array)` per batch (an IN list of 5000 binds costs the server ~25 ms to plan). Any other
+    driver: Core statements."""
+    from sqlalchemy import delete
+
+    driver = _driver(conn)
+    if driver == "sqlite":
+        cur = conn.connection.driver_connection.cursor()
+        try:
+            cur.execute("PRAGMA cache_size = -262144")  # 256 MiB: the window's index pages stay in memory
+            for i in range(0, len(refs), 50_000):
+                cur.execute(_SQLITE_DELETE, (json.dumps(refs[i:i + 50_000]),))
+        finally:
+            cur.close()
+    elif driver == "psycopg":
+        with conn.connection.driver_connection.cursor() as cur:
+            for i in range(0, len(refs), 5000):
+                cur.execute('DELETE FROM findings WHERE "job_ref" = ANY(%s)', (refs[i:i + 5000],))
+    else:
         for i in range(0, len(refs), 5000):
-            cur.execute('DELETE FROM findings WHERE "job_ref" = ANY(%s)', (refs[i:i + 5000],))
-        if rows:
-            with cur.copy(f"COPY findings ({names}) FROM STDIN") as copy:  # constant text: the model's columns
-                for r in rows:
-                    copy.write_row([p(r[c]) if p else r[c] for c, p in procs])
-    return True
+            conn.execute(delete(findings).where(findings.c.job_ref.in_(refs[i:i + 5000])))
+
+
+def _insert(conn, findings, rows: list[tuple]) -> None:
+    """Insert `rows` (_FINDING_COLS, the evidence as JSON text): SQLite, one executemany; PostgreSQL
+    (psycopg), one COPY (executemany is a round of the protocol per row); any other driver, a Core
+    INSERT binding the evidence as the text it already is."""
+    from sqlalchemy import Text, bindparam, insert
+
+    if not rows:
+        return
+    driver = _driver(conn)
+    if driver == "sqlite":
+        cur = conn.connection.driver_connection.cursor()
+        try:
+            cur.executemany(_SQLITE_INSERT, rows)
+        finally:
+            cur.close()
+    elif driver == "psycopg":
+        with conn.connection.driver_connection.cursor() as cur, cur.copy(_PG_COPY) as copy:
+            for r in rows:
+                copy.write_row(r)
+    else:
+        ins = insert(findings).values({c: bindparam(c, type_=Text() if c == "evidence" else findings.c[c].type)
+                                       for c in _FINDING_COLS})
+        for i in range(0, len(rows), 5000):
+            conn.execute(ins, [dict(zip(_FINDING_COLS, r, strict=True)) for r in rows[i:i + 5000]])
+
+
+def _driver(conn) -> str:
+    d = conn.dialect
+    return "sqlite" if d.name == "sqlite" else ("psycopg" if d.name == "postgresql" and d.driver == "psycopg"
+                                                 else "other")
 
 
 def analyze(reader, engine, since: int, until: int, cfg, book: PriceBook,
             progress: Callable[[str], None] | None = None) -> AnalyzeResult:
     import pandas as pd
-    from sqlalchemy import delete, insert
     from sqlalchemy.orm import Session
 
     from piqc_slurm.store.models import AnalysisRun, Finding
@@ -312,10 +552,10 @@ def analyze(reader, engine, since: int, until: int, cfg, book: PriceBook,
     t0 = time.monotonic()
     res = AnalyzeResult()
     t = Thresholds.from_config(cfg)
-    jobs = inputs(reader, since, until, cfg, book)
+    jobs = inputs(reader, since, until, cfg, book, say)
     res.jobs = len(jobs)
-    say(f"{res.jobs:,} jobs loaded in {time.monotonic() - t0:.1f} s")
-    rows: list[dict[str, Any]] = []
+    say(f"{res.jobs:,} jobs' inputs in {time.monotonic() - t0:.1f} s")
+    rows: list[tuple] = []  # _FINDING_COLS
     now = int(time.time())
     inventory: dict[str, set[str]] = {}
     for cluster, gtype in reader.all(_INVENTORY_SQL, {}):
@@ -323,48 +563,44 @@ def analyze(reader, engine, since: int, until: int, cfg, book: PriceBook,
     clusters = jobs.groupby("cluster") if not jobs.empty else []
     if not jobs.empty and clusters.ngroups == 1 and jobs["cluster"].notna().all():
         clusters = [(jobs["cluster"].iloc[0], jobs)]  # what the groupby yields for one cluster, without its copy
+    min_share, active_util = cfg["usage.min_active_share"], cfg["sampler.active_util"]
+    judged = []  # per cluster: its flagged jobs' inputs and verdicts, what explain reads
     for cluster, part in clusters:
         tiers = _tiers(book, cluster, cfg["analyze.wt_candidates"], inventory)
         v = pd.DataFrame(judge(part, t, tiers), index=part.index)
         flagged = v[[c for c in v.columns if not c.startswith("w_") and c in
                      ("FAILED_SPEND", "IDLE_GPUS", "WRONG_TIER", "INPUT_BOUND", "UNDER_BATCHED",
                       "RUNTIME_REGRESSION", "NO_SAMPLES")]].fillna(False).astype(bool).any(axis=1)
-        fj, fv = part[flagged], v[flagged]
-        for i in range(0, len(fj), _CHUNK):  # a chunk's records at a time: ~90 boxed values a job
-            pj, pv = _records(fj.iloc[i:i + _CHUNK]), _records(fv.iloc[i:i + _CHUNK])
-            for j, vv in zip(pj, pv, strict=True):
-                for f in explain(j, vv, cfg["usage.min_active_share"], cfg["sampler.active_util"]):
-                    rows.append({"job_ref": int(j["id"]), "code": f["code"], "waste_usd": float(f["waste_usd"]),
-                                 "evidence": f["evidence"], "advice_gpus": f["advice_gpus"],
-                                 "advice_tier": f["advice_tier"], "analyzed_at": now, "sentence": f["sentence"],
-                                 "advice": f["advice"], "est_elapsed": f["est_elapsed"],
-                                 "est_cost_usd": f["est_cost_usd"], "confidence": f["confidence"]})
+        judged.append((part.loc[flagged, [c for c in JOB_INPUTS if c in part.columns]],
+                       v.loc[flagged, [c for c in VERDICT_FIELDS if c in v.columns]]))
+    say(f"{sum(len(fj) for fj, _ in judged):,} jobs flagged in {time.monotonic() - t0:.1f} s")
     gpu_jobs = jobs.loc[(jobs["alloc_gpus"] > 0) & (jobs["started"] > 0), ["node", "sampled_gpus"]] \
         if not jobs.empty else jobs
     if not gpu_jobs.empty:
         cov = (gpu_jobs["sampled_gpus"].fillna(0) > 0).groupby(gpu_jobs["node"]).agg(["sum", "size"])
         for node, sampled, n in zip(cov.index, cov["sum"], cov["size"], strict=True):
             res.coverage[node] = (int(sampled), int(n))
+        res.shared = int((jobs.loc[gpu_jobs.index, "shared"] > 0).sum())
     refs = [int(x) for x in jobs["id"]] if not jobs.empty else []
-    findings = Finding.__table__  # Core statements on the table: no ORM bulk machinery (see below)
     with Session(engine) as s, s.begin():
         conn = s.connection()
-        if not (conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
-                and _pg_replace(conn, findings, refs, rows)):
-            for i in range(0, len(refs), 5000):
-                s.execute(delete(findings).where(findings.c.job_ref.in_(refs[i:i + 5000])))
-            # A Core INSERT of the table (every row has every column; None is NULL): one executemany per
-            # batch. The ORM's bulk insert (insert(Finding)) leaves a row's None columns out of its INSERT,
-            # so it split each batch at every change of them (~1 statement per 1.3 rows): ~50 us a row more.
-            ins = insert(findings)
-            for i in range(0, len(rows), 5000):
-                s.execute(ins, rows[i:i + 5000])
+        if not judged:
+            _delete(conn, Finding.__table__, refs)
+        for k, (fj, fv) in enumerate(judged):
+            _SHARED["explain"] = (fj, fv, min_share, active_util, now)  # a child's copy comes with the fork
+            try:
+                rows.extend(_explain_into(conn, Finding.__table__, len(fj),
+                                          cfg["analyze.parallel"] and len(fj) >= PARALLEL_MIN_JOBS and _parallel(),
+                                          (lambda: _delete(conn, Finding.__table__, refs)) if k == 0 else None))
+            finally:
+                _SHARED.clear()
         s.add(AnalysisRun(since=since, until=until, at=now, jobs=res.jobs, findings=len(rows),
                           thresholds=json.loads(json.dumps(t._asdict()))))
+    say(f"{len(rows):,} findings written in {time.monotonic() - t0:.1f} s")
     res.findings = len(rows)
     for r in rows:
-        n, w = res.by_code.get(r["code"], (0, 0.0))
-        res.by_code[r["code"]] = (n + 1, w + r["waste_usd"])
-        res.waste_usd += r["waste_usd"]
+        n, w = res.by_code.get(r[1], (0, 0.0))
+        res.by_code[r[1]] = (n + 1, w + r[2])
+        res.waste_usd += r[2]
     res.seconds = time.monotonic() - t0
     return res

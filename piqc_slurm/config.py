@@ -119,6 +119,8 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
                                 minimum=0),
         "recoverable_days": Setting(int, 28, "Trailing window (days) of the recoverable-per-year figures.",
                                     minimum=1),
+        "parallel": Setting(bool, True, "A window of 50,000 jobs or more is loaded and explained on two CPU "
+                            "cores (forked child processes); false: one process."),
     },
     # Tables of their own: [prices] h100 = 4.0 ... ; the catalog's dated prices fill the rest.
     "prices": Setting(dict, {}, "USD per GPU-hour by GPU type (`h100 = 4.0`, a catalog type or gres name); "

@@ -29,11 +29,24 @@ def _int(x: Any) -> int | None:
     return None if v is None else int(v)
 
 
+# What findings() reads of a job (j) and of its verdict (v): the analyzer hands it only these.
+JOB_INPUTS = ("id", "alloc_gpus", "used_gpus", "idle_gpus", "cost", "elapsed", "side", "state", "exit_code",
+              "exit_signal", "derived_exit_code", "restarts", "node", "gpu_type", "mem_peak_gib", "util_used",
+              "cpu_eff", "active_used", "power_used", "sm_used", "tensor_used", "elapsed_median", "cost_median",
+              "runs_before")
+VERDICT_FIELDS = CODES + tuple(f"w_{c}" for c in CODES) + (
+    "est_factor", "advice_tier", "tier_confidence", "demand_tflops", "demand_bw", "tier_saving", "ib_evidence",
+    "ub_evidence", "mem_free")
+
+
 def _json(v: Any) -> Any:
     """A value JSON (and PostgreSQL's json type) accepts: NaN and infinities are unknown (None),
     numpy scalars become Python numbers."""
-    if isinstance(v, str) or v is None or isinstance(v, bool):
+    t = type(v)
+    if t is str or v is None or t is bool or t is int:
         return v
+    if t is float:
+        return v if math.isfinite(v) else None
     n = _num(v)
     if n is None:
         return None

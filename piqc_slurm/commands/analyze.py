@@ -55,6 +55,9 @@ def register(group: click.Group) -> None:
                    f"${res.waste_usd:,.2f} waste, in {res.seconds:.1f} s", err=True)
         for code, (n, w) in sorted(res.by_code.items()):
             click.echo(f"piqc-slurm analyze:   {code:<19} {n:>7,} jobs  ${w:,.2f}", err=True)
+        if res.shared:
+            click.echo(f"piqc-slurm analyze:   {res.shared:,} GPU jobs on MIG slices, shards or MPS: no per-GPU "
+                       "findings (IDLE_GPUS, UNDER_BATCHED, INPUT_BOUND, WRONG_TIER) for them", err=True)
         thin = [(node, a, b) for node, (a, b) in sorted(res.coverage.items()) if b and a / b < 0.9]
         for node, a, b in thin:
             click.echo(f"piqc-slurm analyze:   sampler coverage on {node}: {a} of {b} GPU jobs (check its hooks)",

@@ -65,19 +65,54 @@ def job_cost(parts: Iterable[Part | tuple[int, str | None]], elapsed_s: float, p
         rate = prices.gpu_rate(parts[0].gpu_type, partition) if parts else None
         return Cost(0.0, 0.0, rate, rate.known if rate else True)
     if not parts:
-        hours = max(cpus, 0) * float(elapsed_s) / 3600.0
-        return Cost(hours * prices.cpu_core_hour, 0.0, None, True)
+        return Cost(_cpu_usd(max(cpus, 0), float(elapsed_s), prices), 0.0, None, True)
+    rates = [prices.gpu_rate(p.gpu_type, partition) for p in parts]
+    usd, hours = _gpu_usd([(p.gpus, r.usd) for p, r in zip(parts, rates, strict=True)], float(elapsed_s))
+    return Cost(usd, hours, rates[0], all(r.known for r in rates))
+
+
+def _gpu_usd(parts: list[tuple[int, float]], elapsed):
+    """(USD, GPU-hours) of (GPUs, rate) parts over `elapsed` seconds (> 0): a float, or a numpy
+    array of them (job_costs), computed by the same operations in the same order."""
     usd = hours = 0.0
-    first: Rate | None = None
-    known = True
-    for p in parts:
-        rate = prices.gpu_rate(p.gpu_type, partition)
-        first = first or rate
-        known = known and rate.known
-        h = gpu_hours(p.gpus, elapsed_s)
-        hours += h
-        usd += h * rate.usd
-    return Cost(usd, hours, first, known)
+    for gpus, rate in parts:
+        h = gpus * elapsed / 3600.0  # gpu_hours
+        hours = hours + h
+        usd = usd + h * rate
+    return usd, hours
+
+
+def _cpu_usd(cpus, elapsed, prices: Prices):
+    return cpus * elapsed / 3600.0 * prices.cpu_core_hour
+
+
+def job_costs(cluster, alloc_gpus, gpu_type, alloc_tres, elapsed, partition, cpus, book):
+    """job_cost(parts_of(...), ...).usd for many jobs at once (columns of equal length; `book`: a
+    PriceBook), as a numpy array: the rates are looked up once per job shape (cluster, GPUs, type,
+    AllocTRES, partition) and the arithmetic is job_cost's, on each shape's elapsed times."""
+    import numpy as np
+    import pandas as pd
+
+    n = len(elapsed)
+    e = pd.to_numeric(pd.Series(elapsed), errors="coerce").fillna(0).to_numpy(dtype="float64")
+    a = pd.to_numeric(pd.Series(alloc_gpus), errors="coerce").fillna(0).to_numpy(dtype="int64")
+    c = pd.to_numeric(pd.Series(cpus), errors="coerce").fillna(0).to_numpy(dtype="int64")
+    out = np.zeros(n, dtype="float64")
+    shapes = pd.DataFrame({"cl": list(cluster), "a": a, "t": list(gpu_type),
+                           "tres": ["" if x is None else x for x in alloc_tres], "p": list(partition)})
+    for (cl, alloc, gtype, tres, part), rows in shapes.groupby(["cl", "a", "t", "tres", "p"], dropna=False,
+                                                              sort=False).indices.items():
+        prices = book.for_cluster(cl)
+        gtype = None if gtype is None or gtype != gtype else gtype  # groupby's NaN for a missing type
+        part = None if part is None or part != part else part
+        parts = [p for p in parts_of(int(alloc), gtype, tres) if p.gpus and p.gpus > 0]
+        er = e[rows]
+        if parts:
+            usd, _ = _gpu_usd([(p.gpus, prices.gpu_rate(p.gpu_type, part).usd) for p in parts], er)
+        else:
+            usd = _cpu_usd(np.maximum(c[rows], 0), er, prices)
+        out[rows] = np.where(er > 0, usd, 0.0)
+    return out
 
 
 _NANO = Decimal("0.000000001")

@@ -170,16 +170,15 @@ def test_vectorised_equals_one_at_a_time(judged):
 def test_a_two_second_warm_up_spike_is_still_an_idle_gpu():
     from piqc_slurm.analysis import gpu_inputs
 
-    # two GPUs of one 2-hour job: GPU 0 busy; GPU 1 at 0% but for a 2 s spike at 100% (active 2 of 7200 s)
+    # two GPUs of one 2-hour job: GPU 0 busy; GPU 1 at 0% but for a 2 s spike at 100% (active 2 of 7200 s);
+    # the columns analyze reads from the store (power: mean / limit, 560 / 700 W and 70 / 700 W)
     rows = pd.DataFrame.from_records([
         {"job_ref": 1, "samples": 7200, "seconds": 7200.0, "active_seconds": 7000.0, "util_mean": 88.0,
-         "mem_used_max_mib": 40960, "mem_total_mib": 81559, "power_mean_w": 560.0, "power_limit_w": 700.0,
-         "power_frac_mean": None, "sm_active_mean": None, "tensor_active_mean": None, "dram_active_mean": None,
-         "name": "NVIDIA H100 80GB HBM3"},
+         "mem_used_max_mib": 40960, "mem_total_mib": 81559, "power": 0.8, "sm_active_mean": None,
+         "tensor_active_mean": None, "dram_active_mean": None, "mig": 0},
         {"job_ref": 1, "samples": 7200, "seconds": 7200.0, "active_seconds": 2.0, "util_mean": 0.03,
-         "mem_used_max_mib": 500, "mem_total_mib": 81559, "power_mean_w": 70.0, "power_limit_w": 700.0,
-         "power_frac_mean": None, "sm_active_mean": None, "tensor_active_mean": None, "dram_active_mean": None,
-         "name": "NVIDIA H100 80GB HBM3"}])
+         "mem_used_max_mib": 500, "mem_total_mib": 81559, "power": 0.1, "sm_active_mean": None,
+         "tensor_active_mean": None, "dram_active_mean": None, "mig": 0}])
     g = gpu_inputs(rows, min_share=0.05).loc[1]
     assert (g["sampled_gpus"], g["used_gpus"], g["idle_gpus"]) == (2, 1, 1)
     assert g["util_used"] == 88.0 and g["power_used"] == pytest.approx(0.8)   # 560 / 700 W

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from piqc_slurm.usage.catalog import load_catalog
-from piqc_slurm.usage.cost import Part, gpu_hours, job_cost, money, money_text, parts_of
+from piqc_slurm.usage.cost import Part, gpu_hours, job_cost, job_costs, money, money_text, parts_of
 from piqc_slurm.usage.outcome import base_state, completed, failed, side
 from piqc_slurm.usage.prices import PriceBook, Prices
 from piqc_slurm.usage.rules import active_seconds_from_hist, active_share
@@ -103,3 +103,28 @@ def test_price_book_per_cluster_with_catalog_overrides():
     assert book.for_cluster("real").gpu_rate("h100").usd == 4.0
     assert book.for_cluster("sim").gpu_rate("gh200") == (6.0, "catalog", "gh200")
     assert book.for_cluster("real").gpu_rate("gh200").source == "fallback"
+
+
+def test_many_jobs_cost_what_each_does():
+    """job_costs (the analyzer's form: one rate lookup per job shape) on hand figures, and equal
+    to the bit to job_cost job by job."""
+    from piqc_slurm.config import Config, defaults
+
+    cfg = Config({**defaults(), "prices": {"h100": 4.0, "a10g": 1.0}, "partition_prices": {"mystery": 3.0},
+                  "usage.cpu_core_hour_price": 0.04})
+    book = PriceBook(cfg, CAT, {"sim": {"type": {"h100": 3.0}}})
+    jobs = [  # cluster, GPUs, type, AllocTRES, elapsed, partition, CPUs, by hand
+        ("real", 4, "h100", "", 5400, "gpu", 32, 24.0),                     # 4 x 1.5 h x $4
+        ("sim", 4, "h100", "", 5400, "gpu", 32, 18.0),                      # the scenario's $3
+        ("real", 6, None, "cpu=8,gres/gpu:h100=2,gres/gpu:a10g=4,gres/gpu=6", 3600, "gpu", 8, 12.0),
+        ("real", 0, None, "cpu=16", 7200, "cpu", 16, 16 * 2 * 0.04),        # a CPU job: $1.28
+        ("real", 8, "h100", "", 0, "gpu", 64, 0.0),                         # never started
+        ("real", 1, "mi300x", "", 3600, "mystery", 8, 3.0),                 # unknown type: the partition's
+        ("real", 1, "h100", None, 1044, "gpu", 8, 1044 / 3600 * 4.0),
+        ("real", 4, "h100", "", 2700, "gpu", 32, 12.0),                     # the first shape again
+    ]
+    got = job_costs(*(list(c) for c in list(zip(*jobs, strict=True))[:7]), book).tolist()
+    for (cl, n, t, tres, el, part, cpus, hand), usd in zip(jobs, got, strict=True):
+        assert usd == pytest.approx(hand, abs=1e-12), (cl, n, t, el)
+        one = job_cost(parts_of(n, t, tres or ""), el, book.for_cluster(cl), partition=part, cpus=cpus).usd
+        assert usd == one, (cl, n, t, el)
