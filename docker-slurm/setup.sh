@@ -2,7 +2,7 @@
 # setup.sh: install everything piqc-slurm's demo and tests need on a Debian 12/13
 # machine, as root; idempotent (a second run only checks).
 #   - Debian packages: Slurm (slurmctld, slurmd, slurmdbd, client, libslurm-dev),
-#     munge, MariaDB, PostgreSQL, a C toolchain, Python venv support
+#     munge, MariaDB, PostgreSQL, a C toolchain, Python venv support, Chromium (the digest's browser test)
 #   - a virtual environment at <repo>/.venv with piqc-slurm and its dev extras
 # Settings: PIQC_VENV (default <repo>/.venv), PYTHON (default /usr/bin/python3).
 set -euo pipefail
@@ -11,7 +11,8 @@ VENV=${PIQC_VENV:-$REPO/.venv}
 PYTHON=${PYTHON:-/usr/bin/python3}
 PKGS="slurmctld slurmd slurmdbd slurm-client munge mariadb-server libslurm-dev postgresql
       gcc make libc6-dev python3 python3-venv python3-dev util-linux bsdutils procps
-      docker-compose"   # docker-compose only validates docker-slurm/compose.yaml (no engine needed)
+      docker-compose chromium fonts-dejavu-core"   # docker-compose only validates docker-slurm/compose.yaml (no engine needed);
+                                 # chromium (headless) loads the digest in tests/integration/test_digest_browser.py
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: must run as root (installs Debian packages)" >&2; exit 1; }
 missing=()

@@ -100,7 +100,7 @@ def _build_cli():
 
         sys.exit(run_hook("epilog"))
 
-    from piqc_slurm.commands import admin, analyze, costs, gaps, ingest, load_config, seff, simulate, store_url
+    from piqc_slurm.commands import admin, analyze, costs, digest, gaps, ingest, load_config, seff, simulate, store_url
     from piqc_slurm.query.command import add_sacct_command
 
     ingest.register(cli)
@@ -109,6 +109,7 @@ def _build_cli():
     costs.register(cli)
     gaps.register(cli)
     analyze.register(cli)
+    digest.register(cli)
     simulate.register(cli)
     admin.register(cli)
     return cli

@@ -50,7 +50,8 @@ _CODE_SUMS = ", ".join(f'SUM(CASE WHEN "code" = \'{c}\' THEN "waste_usd" ELSE 0 
                        for c in CATEGORY_FIELDS.values())
 _SQL = (
     'SELECT j."id", j."cluster", j."name", j."user", j."account", j."partition", j."state", j."start", '  # noqa: S608
-    'j."end", j."elapsed", j."alloc_gpus", j."gpu_type", j."alloc_tres", j."alloc_cpus", g."sampled", g."idle", '
+    'j."end", j."elapsed", j."alloc_gpus", j."gpu_type", j."alloc_tres", j."alloc_cpus", j."nodelist", '
+    'g."sampled", g."idle", '
     'CASE WHEN EXISTS (SELECT 1 FROM analysis_runs r WHERE j."end" >= r."since" AND j."end" < r."until") '
     'THEN 1 ELSE 0 END AS "judged", '
     + ", ".join(f'f."{c}"' for c in CATEGORY_FIELDS.values()) + ' '  # noqa: S608 - constant names
@@ -61,7 +62,7 @@ _SQL = (
     f'LEFT JOIN (SELECT "job_ref", {_CODE_SUMS} FROM findings GROUP BY "job_ref") f ON f."job_ref" = j."id" '
     'WHERE j."end" IS NOT NULL AND j."end" >= :since AND j."end" < :until{extra}')
 _KEYS = ("id", "cluster", "name", "user", "account", "partition", "state", "start", "end", "elapsed",
-         "alloc_gpus", "gpu_type", "alloc_tres", "alloc_cpus", "sampled", "idle", "judged",
+         "alloc_gpus", "gpu_type", "alloc_tres", "alloc_cpus", "nodelist", "sampled", "idle", "judged",
          *CATEGORY_FIELDS.values())
 
 
@@ -195,3 +196,10 @@ def render(rows: Sequence[Mapping[str, Any]], fields: Sequence[str], mode: str, 
 def first_end(reader) -> int | None:
     rows = reader.all('SELECT MIN(j."end") FROM jobs j', {})
     return rows[0][0] if rows and rows[0][0] is not None else None
+
+
+def trailing_start(reader, until: int, days: int) -> int:
+    """Where the trailing window of RecoverablePerYearUSD begins: `days` before `until`, or the
+    store's first job end if that is later (never after `until`)."""
+    first = first_end(reader)
+    return min(max(until - days * 86400, first if first is not None else until), until)

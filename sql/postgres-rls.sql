@@ -8,11 +8,12 @@
 -- Idempotent.
 --
 -- Roles (cluster-wide, NOLOGIN groups; grant them to login roles):
---   piqc_reader  SELECT on jobs, node_summaries, gpu_usage, timeline, findings, the
---                views and gpu_prices; sees only rows whose "user" is its
---                login name (current_user).
+--   piqc_reader  SELECT on jobs, node_summaries, gpu_usage, timeline, findings,
+--                job_gpus, the views and gpu_prices; sees only rows whose
+--                "user" is its login name (current_user).
 --   piqc_admin   a piqc_reader that sees every row (the [access] admins of
---                piqc.toml). Policies, not BYPASSRLS: a role attribute is not
+--                piqc.toml), and the site-wide tables no user owns: idle_gaps,
+--                node_gpus, analysis_runs, price_overrides, catalog_overrides. Policies, not BYPASSRLS: a role attribute is not
 --                inherited by members, a policy applies to them.
 -- The owner of the tables (the role piqc-slurm ingests with) is not subject
 -- to these policies (RLS is enabled, not forced), so ingest is unaffected.
@@ -34,7 +35,9 @@ $$;
 
 GRANT piqc_reader TO piqc_admin;
 
-GRANT SELECT ON jobs, node_summaries, gpu_usage, timeline, findings, gpu_prices TO piqc_reader;
+GRANT SELECT ON jobs, node_summaries, gpu_usage, timeline, findings, job_gpus, gpu_prices TO piqc_reader;
+-- Idle GPU time, the node inventory and the analyses are the site's, not a user's: admins only.
+GRANT SELECT ON idle_gaps, node_gpus, analysis_runs, price_overrides, catalog_overrides TO piqc_admin;
 GRANT SELECT ON v_job_gpu, v_idle_gpus, v_gpu_hours_by_user_day, v_gpu_hours_by_account_day, v_job_cost
     TO piqc_reader;
 
@@ -52,6 +55,7 @@ ALTER TABLE node_summaries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE gpu_usage ENABLE ROW LEVEL SECURITY;
 ALTER TABLE timeline ENABLE ROW LEVEL SECURITY;
 ALTER TABLE findings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE job_gpus ENABLE ROW LEVEL SECURITY;
 
 -- jobs: one's own ("user" is a reserved word: quoted).
 DROP POLICY IF EXISTS piqc_reader_own ON jobs;
@@ -78,6 +82,9 @@ CREATE POLICY piqc_reader_own ON gpu_usage FOR SELECT TO piqc_reader
     USING (summary_id IN (SELECT id FROM node_summaries));
 DROP POLICY IF EXISTS piqc_reader_own ON timeline;
 CREATE POLICY piqc_reader_own ON timeline FOR SELECT TO piqc_reader
+    USING (summary_id IN (SELECT id FROM node_summaries));
+DROP POLICY IF EXISTS piqc_reader_own ON job_gpus;
+CREATE POLICY piqc_reader_own ON job_gpus FOR SELECT TO piqc_reader
     USING (summary_id IN (SELECT id FROM node_summaries));
 
 -- findings: through their job (jobs' policies filter the subquery).

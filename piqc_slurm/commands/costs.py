@@ -53,8 +53,7 @@ def register(group: click.Group) -> None:
         try:
             book = load_price_book(reader, cfg)
             jobs = C.priced(C.load_jobs(reader, s, e, users), book)
-            first = C.first_end(reader)
-            t0 = max(e - cfg["analyze.recoverable_days"] * 86400, first if first is not None else e)
+            t0 = C.trailing_start(reader, e, cfg["analyze.recoverable_days"])
             trailing = C.priced(C.load_jobs(reader, t0, e, users), book) if t0 < e else []
         finally:
             reader.close()

@@ -31,7 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from piqc_slurm.store import open_engine
 from piqc_slurm.store.db import alembic_config
-from piqc_slurm.store.models import Base, GpuUsage, Job, NodeSummary, TimelineBin
+from piqc_slurm.store.models import Base, GpuUsage, IdleGap, Job, JobGpu, NodeSummary, TimelineBin
 
 pytestmark = pytest.mark.slurm
 SQL = Path(__file__).resolve().parents[2] / "sql"
@@ -160,6 +160,11 @@ def rls(server):
                 s2 = session.query(NodeSummary).filter_by(job_id_raw=1002).one()
                 session.add_all([TimelineBin(summary_id=s.id, t=D0 + 2 * H + 60 * k, minor=m, util=50.0)
                                  for s, minors in ((s1, 4), (s2, 2)) for m in range(minors) for k in range(3)])
+                session.add_all([JobGpu(summary_id=s.id, minor=m, node=s.node, source="nvml")
+                                 for s, minors in ((s1, 4), (s2, 2)) for m in range(minors)])
+                session.add(IdleGap(cluster="sim", node="gpu01", minor=3, gpu_type="h100", partition="gpu",
+                                    kind="idle", start=D0, end=D0 + H, gpus=1, demand_gpu_seconds=0,
+                                    window_start=D0, window_end=D0 + 24 * H, computed_at=D0 + 24 * H))
                 session.execute(text("INSERT INTO gpu_prices VALUES ('h100', 4.0), ('default', 1.0)"))
                 session.commit()
             superuser_psql(f"CREATE ROLE {names['alice']} LOGIN PASSWORD '{password}' IN ROLE piqc_reader;\n"
@@ -192,13 +197,21 @@ def count(url: str, relation: str) -> int:
 
 
 EXPECTED = {  # rows each one sees
-    "alice": {"jobs": 2, "node_summaries": 2, "gpu_usage": 5, "timeline": 12, "v_job_gpu": 2, "v_idle_gpus": 2,
+    "alice": {"jobs": 2, "node_summaries": 2, "gpu_usage": 5, "timeline": 12, "job_gpus": 4, "v_job_gpu": 2, "v_idle_gpus": 2,
               "v_gpu_hours_by_user_day": 2, "v_gpu_hours_by_account_day": 2, "v_job_cost": 2},
-    "bob": {"jobs": 2, "node_summaries": 1, "gpu_usage": 2, "timeline": 6, "v_job_gpu": 2, "v_idle_gpus": 0,
+    "bob": {"jobs": 2, "node_summaries": 1, "gpu_usage": 2, "timeline": 6, "job_gpus": 2, "v_job_gpu": 2, "v_idle_gpus": 0,
             "v_gpu_hours_by_user_day": 1, "v_gpu_hours_by_account_day": 1, "v_job_cost": 2},
-    "boss": {"jobs": 4, "node_summaries": 4, "gpu_usage": 8, "timeline": 18, "v_job_gpu": 4, "v_idle_gpus": 3,
+    "boss": {"jobs": 4, "node_summaries": 4, "gpu_usage": 8, "timeline": 18, "job_gpus": 6, "idle_gaps": 1,
+             "node_gpus": 0, "analysis_runs": 0, "v_job_gpu": 4, "v_idle_gpus": 3,
              "v_gpu_hours_by_user_day": 3, "v_gpu_hours_by_account_day": 3, "v_job_cost": 4},
 }
+
+
+@pytest.mark.parametrize("who", ["alice", "bob"])
+def test_the_sites_idle_time_is_for_admins_only(rls, who):
+    for relation in ("idle_gaps", "node_gpus", "analysis_runs", "price_overrides", "catalog_overrides"):
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            count(rls["urls"][who], relation)
 
 
 def test_owner_sees_every_row(rls):

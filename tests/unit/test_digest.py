@@ -1,0 +1,170 @@
+"""`piqc-slurm digest` on scenarios: an empty window, one job, the 100-GPU week. The page's
+numbers are checked against the examples' hand-computed figures and against the store read
+directly (sqlite3), never against the digest's own code."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ENV = {"TZ": "UTC", "PATH": "/usr/bin:/bin"}
+
+
+def run(db: Path, *argv: str, config: Path | None = None) -> subprocess.CompletedProcess:
+    cfg = config or db.parent / "piqc.toml"
+    if not cfg.exists():
+        cfg.write_text("")
+    r = subprocess.run([sys.executable, "-m", "piqc_slurm", "--config", str(cfg), "--db", f"sqlite:///{db}", *argv],
+                       capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def text(html: str) -> str:
+    """The page's visible text, one space between words (tags dropped, entities of < > & decoded)."""
+    t = re.sub(r"<svg.*?</svg>", " ", html, flags=re.S)
+    t = re.sub(r"<style.*?</style>", " ", t, flags=re.S)
+    t = re.sub(r"<[^>]+>", " ", t)
+    t = t.replace("&lt;", "<").replace("&gt;", ">").replace("&#34;", '"').replace("&#39;", "'").replace("&amp;", "&")
+    return re.sub(r"\s+", " ", t)
+
+
+def card(page: str, label: str) -> str:
+    m = re.search(label + r" (-?\$[\d,]+\.\d\d)", page)
+    assert m, f"no {label} card"
+    return m.group(1)
+
+
+def test_an_empty_store_and_window_render(tmp_path):
+    db = tmp_path / "s.db"
+    run(db, "analyze", "-q", "-S", "2026-11-01", "-E", "2026-11-02")  # creates the store: no jobs
+    out = tmp_path / "d.html"
+    r = run(db, "digest", "-S", "2026-11-01", "-E", "2026-11-02", "-o", str(out))
+    page = text(out.read_text())
+    assert "No jobs ended in this window" in page
+    assert card(page, "Spend") == "$0.00" and card(page, "Waste") == "$0.00"
+    assert "0 jobs, $0.00 spent" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("batch")
+    db = d / "s.db"
+    run(db, "simulate", "-q", "--scenario", str(EXAMPLES / "batch-of-one" / "scenario.json"))
+    run(db, "analyze", "-q", "-S", "2026-11-01", "-E", "2026-12-01")
+    return db
+
+
+def test_one_job(batch, tmp_path):
+    # 2026-11-23 holds one job of the example: 3001, 1 H100 x 3 h x $4.00 = $12.00, UNDER_BATCHED
+    # by GPM: 12.00 x (1 - 0.20 / 0.80) = $9.00 (examples/batch-of-one/README.md, by hand)
+    out = tmp_path / "one.html"
+    run(batch, "digest", "-S", "2026-11-23", "-E", "2026-11-24", "-o", str(out))
+    page = text(out.read_text())
+    assert card(page, "Spend") == "$12.00"
+    assert card(page, "Waste") == "$9.00"
+    assert card(page, "Cost per completed job") == "$12.00"
+    assert "1 of 1 jobs completed" in page and "75% of spend" in page
+    assert re.search(r"\$9\.00 3001 rag-answer-nightly carol search UNDER_BATCHED", page)
+    assert "no previous window to compare" in page   # nothing ended on 2026-11-22
+
+
+def test_the_previous_window_is_compared(batch, tmp_path):
+    # 2026-11-24: job 3002, $12.00 again; 2026-11-25: 3003 failed after 15 min ($1.00) and 3004 ($12.00)
+    out = tmp_path / "d.html"
+    run(batch, "digest", "-S", "2026-11-25", "-E", "2026-11-26", "-o", str(out))
+    page = text(out.read_text())
+    assert card(page, "Spend") == "$13.00"
+    assert "▲ 8% vs the previous window" in page                 # 13.00 / 12.00 - 1 = 8.3%
+    assert card(page, "Cost per completed job") == "$13.00"      # both runs paid for one result
+    assert "1 of 2 jobs completed" in page
+
+
+@pytest.fixture(scope="module")
+def week(tmp_path_factory) -> tuple[Path, dict]:
+    spec = importlib.util.spec_from_file_location("cluster_week_generate", EXAMPLES / "cluster-week" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    d = tmp_path_factory.mktemp("week")
+    (d / "week.json").write_text(module.dumps(module.generate(7)))
+    db = d / "week.db"
+    run(db, "simulate", "-q", "--scenario", str(d / "week.json"))
+    run(db, "analyze", "-q", "-S", "2026-11-16", "-E", "2026-11-26")
+    run(db, "gaps", "-S", "2026-11-16", "-E", "2026-11-26")
+    section = (EXAMPLES / "cluster-week" / "README.md").read_text().split("## Totals for seed 7", 1)[1]
+    stated = dict(re.findall(r"^(.+?)\s{2,}(\S+)$", re.search(r"```text\n(.*?)```", section, re.S).group(1), re.M))
+    return db, stated
+
+
+def test_the_week(week, tmp_path):
+    db, stated = week
+    out = tmp_path / "week.html"
+    run(db, "digest", "-S", "2026-11-16", "-E", "2026-11-26", "-o", str(out))
+    html = out.read_text()
+    page = text(html)
+    # the README's totals, computed from the JSON by plain Python
+    assert card(page, "Spend").replace(",", "") == "$" + stated["spend USD"]
+    assert f"{int(stated['completed jobs']):,} of" in page
+    with sqlite3.connect(db) as c:
+        by_code = dict(c.execute("SELECT code, COUNT(*) FROM findings GROUP BY code").fetchall())
+        top = c.execute("SELECT waste_usd, j.job_id FROM findings f JOIN jobs j ON j.id = f.job_ref "
+                        "ORDER BY waste_usd DESC LIMIT 1").fetchone()
+        waste = c.execute("SELECT SUM(waste_usd) FROM findings").fetchone()[0]
+        idle_h = c.execute("SELECT SUM(gpus * (\"end\" - start)) / 3600.0 FROM idle_gaps WHERE kind = 'idle'"
+                           ).fetchone()[0]
+    for code, n in by_code.items():                     # every code's count, as the store holds it
+        assert re.search(rf"\b{code} {n:,} \$", page), code
+    assert f"${top[0]:,.2f} {top[1]} " in page           # the first row: the finding with the most dollars
+    assert card(page, "Waste") == f"${waste:,.2f}"
+    assert re.search(rf"total \d+ {idle_h:,.1f} \$", page)  # idle GPU-hours, the stored stretches summed
+    assert "Recurring jobs" in page and "regression" in page  # eval-suite's slow runs are marked
+    assert html.count("<svg") >= 4 and "<script" not in html
+    assert "http://" not in html.replace("http://www.w3.org/", "") and "https://" not in html
+
+
+def test_top_n_and_the_rest(week, tmp_path):
+    from piqc_slurm import digest
+
+    db, _ = week
+    out = tmp_path / "w.html"
+    run(db, "digest", "-S", "2026-11-16", "-E", "2026-11-26", "-o", str(out))
+    page = text(out.read_text())
+    with sqlite3.connect(db) as c:
+        n_findings = c.execute("SELECT COUNT(*) FROM findings WHERE waste_usd > 0").fetchone()[0]
+        n_accounts = c.execute("SELECT COUNT(DISTINCT account) FROM jobs").fetchone()[0]
+        n_users = c.execute('SELECT COUNT(DISTINCT "user") FROM jobs').fetchone()[0]
+    assert n_findings > digest.TOP_FINDINGS
+    assert re.search(rf"and {n_findings - digest.TOP_FINDINGS:,} more findings worth \$", page)
+    if n_users > digest.TOP_GROUPS:
+        assert f"{n_users - digest.TOP_GROUPS} more users" in page
+    assert n_accounts <= digest.TOP_GROUPS and "more accounts" not in page
+
+
+def test_mail_text_part_has_the_headline(week):
+    from piqc_slurm import digest
+    from piqc_slurm.config import defaults
+    from piqc_slurm.query.gpu import load_price_book
+    from piqc_slurm.query.store import Reader
+    from piqc_slurm.report.digest_page import render_text
+
+    db, stated = week
+    r = Reader(f"sqlite:///{db}")
+    try:
+        import calendar
+
+        s = calendar.timegm((2026, 11, 16, 0, 0, 0))
+        data = digest.build(r, s, s + 10 * 86400, defaults(), load_price_book(r, defaults()))
+    finally:
+        r.close()
+    body = render_text(data)
+    spend = float(stated["spend USD"])
+    assert body.splitlines()[2].startswith(f"Spend ${spend:,.2f}")
+    assert "What to change:" in body and "<td" not in body and "<svg" not in body  # plain text, no markup
