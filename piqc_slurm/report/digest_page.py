@@ -97,7 +97,7 @@ def context(d: dict[str, Any], tz: tzinfo | None = None, charts: bool = True) ->
                        "waste": usd(d["users_rest"]["WasteUSD"])},
         "types": types, "gaps": [_gap(r) for r in g["nodes"]],
         "gaps_total": _gap(g["total"]) if g["total"] else None, "gaps_rest": g["rest"],
-        "gaps_missing": "No idle GPU time stored for this window: every GPU was held, or `piqc-slurm gaps` has "
+        "gaps_missing": "No idle GPU time stored for this window: every GPU was held, or piqc-slurm gaps has "
                         "not run for it (the nightly run does).",
         "gaps_notes": [], "recurring": recurring, "cov": {**d["coverage"], "unknown_types": [
             {**t, "gpu_hours": hours(t["gpu_hours"])} for t in d["coverage"]["unknown_types"]]},
