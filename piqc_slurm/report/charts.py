@@ -53,7 +53,7 @@ def stacked_bars(labels: Sequence[str], parts: Sequence[tuple[str, Sequence[floa
         left = [a + b for a, b in zip(left, values, strict=True)]
     ax.set_yticks(ys, list(labels))
     ax.set_xlabel(xlabel)
-    ax.legend(loc="lower right", frameon=False)
+    ax.legend(loc="best", frameon=True, framealpha=0.9)
     ax.spines[["top", "right"]].set_visible(False)
     _no_math(ax)
     return _svg(fig, salt)

@@ -41,8 +41,14 @@ def _when(t: int, tz: tzinfo | None) -> str:
 
 
 def _span(seconds: int) -> str:
-    d = seconds / 86400
-    return "day" if abs(d - 1) < 1e-9 else (f"{d:g} days" if d >= 1 else f"{seconds / 3600:g} hours")
+    """The window's length in words: day, 7 days, 6 hours, 2 minutes."""
+    if seconds == 86400:
+        return "day"
+    if seconds >= 86400:
+        return f"{seconds / 86400:.3g} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} hours"
+    return f"{max(seconds // 60, 1)} minute{'s' * (seconds >= 120)}"
 
 
 def _group(r: dict[str, Any]) -> dict[str, Any]:
