@@ -41,6 +41,20 @@ def sreport_window(f):
                              "Default: 00:00 yesterday, as sreport.")(f)
 
 
+def sreport_times(since: str | None, until: str | None) -> tuple[int, int]:
+    """sreport_window's -S/-E as epoch seconds (defaults: 00:00 yesterday, 00:00 today); a usage
+    error unless the start is before the end."""
+    from piqc_slurm.timespec import parse_timespec, start_of_today
+
+    today = start_of_today()
+    e = parse_timespec(until) if until else today
+    s = parse_timespec(since) if since else today - 86400
+    if s >= e:
+        raise click.UsageError(f"--since ({since or 'yesterday 00:00'}) must be before --until "
+                               f"({until or 'today 00:00'})")
+    return s, e
+
+
 def parsable_output(f):
     """-P / -p / -n as sacct and sreport print them."""
     f = click.option("-n", "--noheader", is_flag=True, help="No header line.")(f)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from piqc_slurm.commands import load_config, parsable_output, sreport_window, store_url
+from piqc_slurm.commands import load_config, parsable_output, sreport_times, sreport_window, store_url
 
 
 def register(group: click.Group) -> None:
@@ -38,15 +38,10 @@ def register(group: click.Group) -> None:
         from piqc_slurm.query.access import Caller, is_admin
         from piqc_slurm.query.gpu import load_price_book
         from piqc_slurm.query.store import Reader
-        from piqc_slurm.timespec import parse_timespec, start_of_today
 
         fields = C.parse_fields(fmt)
         cfg = load_config(ctx)
-        today = start_of_today()
-        e = parse_timespec(until) if until else today
-        s = parse_timespec(since) if since else today - 86400
-        if s >= e:
-            raise click.UsageError(f"--since ({since}) must be before --until ({until or 'today 00:00'})")
+        s, e = sreport_times(since, until)
         me = Caller.current()
         users = None if is_admin(me, cfg["access.admin_users"], cfg["access.admin_groups"]) else [me.name]
         reader = Reader(store_url(ctx, cfg))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from piqc_slurm.commands import load_config, sreport_window, store_url
+from piqc_slurm.commands import load_config, sreport_times, sreport_window, store_url
 
 
 def register(group: click.Group) -> None:
@@ -42,14 +42,9 @@ def register(group: click.Group) -> None:
         from piqc_slurm.query.gpu import load_price_book
         from piqc_slurm.query.store import Reader
         from piqc_slurm.report.digest_page import render_html, render_text, usd
-        from piqc_slurm.timespec import parse_timespec, start_of_today
 
         cfg = load_config(ctx)
-        today = start_of_today()
-        e = parse_timespec(until) if until else today
-        s = parse_timespec(since) if since else e - 86400
-        if s >= e:
-            raise click.UsageError(f"--since ({since}) must be before --until ({until or 'today 00:00'})")
+        s, e = sreport_times(since, until)
         reader = Reader(store_url(ctx, cfg))
         try:
             data = D.build(reader, s, e, cfg, load_price_book(reader, cfg))

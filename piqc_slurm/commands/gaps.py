@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from piqc_slurm.commands import load_config, parsable_output, sreport_window, store_url
+from piqc_slurm.commands import load_config, parsable_output, sreport_times, sreport_window, store_url
 
 
 def register(group: click.Group) -> None:
@@ -46,18 +46,14 @@ def register(group: click.Group) -> None:
         from piqc_slurm.errors import StoreError
         from piqc_slurm.query.gpu import load_price_book
         from piqc_slurm.query.store import Reader
-        from piqc_slurm.timespec import local_zone, parse_timespec, start_of_today
+        from piqc_slurm.timespec import local_zone
 
         def warn(msg: str) -> None:
             click.echo(msg, err=True)
 
         fields = G.parse_fields(fmt, by)
         cfg = load_config(ctx)
-        today = start_of_today()
-        e = parse_timespec(until) if until else today
-        s = parse_timespec(since) if since else today - 86400
-        if s >= e:
-            raise click.UsageError(f"--since ({since}) must be before --until ({until or 'today 00:00'})")
+        s, e = sreport_times(since, until)
         names = G.cluster_choice(clusters, cfg["cluster"])
         url = store_url(ctx, cfg)
         reader = Reader(url)
