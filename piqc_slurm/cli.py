@@ -2,7 +2,7 @@
 
 Every error a person can cause surfaces here as one line, `piqc-slurm:
 message`, with the exit code of its PiqcError class (2 usage/config, 3 store,
-4 sacct/parse, 5 spool); a broken pipe is quiet and ^C exits 130.
+4 sacct/parse, 5 spool, 6 mail); a broken pipe is quiet and ^C exits 130.
 
 The slurmd hooks call `piqc-slurm prolog` / `piqc-slurm epilog` with nothing
 else on the line: that path skips click entirely (the Prolog delays the job,
@@ -77,6 +77,7 @@ def _build_cli():
           piqc-slurm ingest     # sacct records + sampler summaries -> the store
           piqc-slurm analyze    # cost, waste findings, idle gaps
           piqc-slurm digest -o digest.html
+        (`piqc-slurm nightly` runs ingest, analyze, gaps and digest under a lock: deploy/.)
         Any time:
           piqc-slurm sacct -u alice -S 2026-11-01 -o JobID,AllocGPUs,GPUUtilAvg,CostUSD
           piqc-slurm seff 1234
@@ -100,7 +101,20 @@ def _build_cli():
 
         sys.exit(run_hook("epilog"))
 
-    from piqc_slurm.commands import admin, analyze, costs, digest, gaps, ingest, load_config, seff, simulate, store_url
+    from piqc_slurm.commands import (
+        admin,
+        analyze,
+        costs,
+        digest,
+        gaps,
+        ingest,
+        load_config,
+        nightly,
+        notify,
+        seff,
+        simulate,
+        store_url,
+    )
     from piqc_slurm.query.command import add_sacct_command
 
     ingest.register(cli)
@@ -110,6 +124,8 @@ def _build_cli():
     gaps.register(cli)
     analyze.register(cli)
     digest.register(cli)
+    notify.register(cli)
+    nightly.register(cli)
     simulate.register(cli)
     admin.register(cli)
     return cli

@@ -131,6 +131,32 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
         "admin_users": Setting(list, ["root"], "Users who see every job in `sacct`/`seff`."),
         "admin_groups": Setting(list, [], "Groups whose members see every job."),
     },
+    "mail": {
+        "host": Setting(str, "", "SMTP server for the digest's --mail-to and notify-users --send; empty: "
+                        "nothing is ever sent."),
+        "port": Setting(int, 587, "SMTP port (587: submission with STARTTLS; 25: a local relay).", minimum=1),
+        "starttls": Setting(bool, True, "Upgrade the connection with STARTTLS before sending (a server that "
+                            "does not offer it is an error, nothing is sent in clear)."),
+        "username": Setting(str, "", "SMTP login; empty: no login."),
+        "password_file": Setting(str, "", "File holding the SMTP password (its first line), read at send "
+                                 "time; refused unless owned by root or the user running piqc-slurm and "
+                                 "readable by its owner only (chmod 600)."),
+        "from": Setting(str, "", "Sender address; empty: piqc-slurm@ this host's FQDN."),
+        "timeout": Setting(float, 30.0, "Seconds to connect to, and wait for, the SMTP server.", minimum=1.0),
+    },
+    "notify": {
+        "threshold_usd": Setting(float, 50.0, "notify-users: a user gets a note when the waste of their jobs in "
+                                 "the window reaches this (USD).", minimum=0.0),
+        "period_days": Setting(int, 7, "At most one note per user per this many days (recorded in the store); "
+                               "also notify-users' default window.", minimum=1),
+        "top_jobs": Setting(int, 5, "Jobs a note lists: the user's costliest by waste.", minimum=1),
+        "opt_out": Setting(list, [], "Users never sent a note."),
+        "domain": Setting(str, "", "Mail domain: a user's address is USER@domain; empty: --send refuses "
+                          "(the dry run still writes the notes)."),
+        "subject": Setting(str, "Your GPU jobs: ${waste} of GPU time to save",
+                           "Subject of a note; {user}, {waste} and {days} are replaced."),
+        "from": Setting(str, "", "Sender of the notes; empty: mail.from."),
+    },
 }
 
 

@@ -72,3 +72,9 @@ class SpoolFormatError(PiqcError):
     """A spooled summary is malformed or of an unknown format version."""
 
     exit_code = 5
+
+
+class MailError(PiqcError):
+    """The SMTP server could not be reached, or refused the message."""
+
+    exit_code = 6

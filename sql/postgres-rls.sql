@@ -13,7 +13,8 @@
 --                "user" is its login name (current_user).
 --   piqc_admin   a piqc_reader that sees every row (the [access] admins of
 --                piqc.toml), and the site-wide tables no user owns: idle_gaps,
---                node_gpus, analysis_runs, price_overrides, catalog_overrides. Policies, not BYPASSRLS: a role attribute is not
+--                node_gpus, analysis_runs, price_overrides, catalog_overrides,
+--                user_notices (who was sent a note, when, for how much). Policies, not BYPASSRLS: a role attribute is not
 --                inherited by members, a policy applies to them.
 -- The owner of the tables (the role piqc-slurm ingests with) is not subject
 -- to these policies (RLS is enabled, not forced), so ingest is unaffected.
@@ -37,7 +38,7 @@ GRANT piqc_reader TO piqc_admin;
 
 GRANT SELECT ON jobs, node_summaries, gpu_usage, timeline, findings, job_gpus, gpu_prices TO piqc_reader;
 -- Idle GPU time, the node inventory and the analyses are the site's, not a user's: admins only.
-GRANT SELECT ON idle_gaps, node_gpus, analysis_runs, price_overrides, catalog_overrides TO piqc_admin;
+GRANT SELECT ON idle_gaps, node_gpus, analysis_runs, price_overrides, catalog_overrides, user_notices TO piqc_admin;
 GRANT SELECT ON v_job_gpu, v_idle_gpus, v_gpu_hours_by_user_day, v_gpu_hours_by_account_day, v_job_cost
     TO piqc_reader;
 

@@ -285,4 +285,21 @@ CREATE INDEX ix_idle_gaps_window ON idle_gaps (cluster, window_start, window_end
 
 UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
 
+-- Running upgrade 0005 -> 0006
+
+CREATE TABLE user_notices (
+    id SERIAL NOT NULL,
+    cluster VARCHAR(64) NOT NULL,
+    "user" VARCHAR(64) NOT NULL,
+    sent_at BIGINT NOT NULL,
+    window_start BIGINT NOT NULL,
+    window_end BIGINT NOT NULL,
+    waste_usd FLOAT NOT NULL,
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_user_notices_user_sent ON user_notices ("user", sent_at);
+
+UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
+
 COMMIT;

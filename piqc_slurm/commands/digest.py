@@ -59,9 +59,12 @@ def register(group: click.Group) -> None:
             from piqc_slurm import mail
 
             h = data["headline"]
+            mail.check(cfg)
             msg = mail.compose(f"GPU batch spend: {usd(h['spend'])}, {usd(h['waste'])} waste", html,
-                               render_text(data), cfg["mail.from"], list(mail_to))
-            mail.send(msg, cfg)
+                               render_text(data), mail.sender_address(cfg), list(mail_to))
+            refused = mail.send(msg, cfg)
+            if refused:
+                click.echo(f"piqc-slurm digest: the server refused {', '.join(sorted(refused))}", err=True)
         if not quiet:
             h = data["headline"]
             click.echo(f"piqc-slurm digest: {h['jobs']:,} jobs, {usd(h['spend'])} spent, {usd(h['waste'])} "

@@ -317,3 +317,20 @@ class IdleGap(Base):
         Index("ix_idle_gaps_window", "cluster", "window_start", "window_end"),
         Index("ix_idle_gaps_start", "start"),
     )
+
+
+class UserNotice(Base):
+    """One note `piqc-slurm notify-users --send` mailed to a user: when, for which window of job
+    End times and how much waste. It keeps a user to at most one note per [notify] period_days.
+    `cluster` is the config's cluster the note covered (empty: every cluster in the store)."""
+
+    __tablename__ = "user_notices"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster: Mapped[str] = mapped_column(String(64), default="")
+    user: Mapped[str] = mapped_column(String(64))
+    sent_at: Mapped[int] = mapped_column(BigInteger)  # epoch seconds, UTC
+    window_start: Mapped[int] = mapped_column(BigInteger)
+    window_end: Mapped[int] = mapped_column(BigInteger)
+    waste_usd: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_user_notices_user_sent", "user", "sent_at"),)

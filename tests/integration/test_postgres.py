@@ -197,19 +197,20 @@ def count(url: str, relation: str) -> int:
 
 
 EXPECTED = {  # rows each one sees
-    "alice": {"jobs": 2, "node_summaries": 2, "gpu_usage": 5, "timeline": 12, "job_gpus": 4, "v_job_gpu": 2, "v_idle_gpus": 2,
-              "v_gpu_hours_by_user_day": 2, "v_gpu_hours_by_account_day": 2, "v_job_cost": 2},
-    "bob": {"jobs": 2, "node_summaries": 1, "gpu_usage": 2, "timeline": 6, "job_gpus": 2, "v_job_gpu": 2, "v_idle_gpus": 0,
-            "v_gpu_hours_by_user_day": 1, "v_gpu_hours_by_account_day": 1, "v_job_cost": 2},
+    "alice": {"jobs": 2, "node_summaries": 2, "gpu_usage": 5, "timeline": 12, "job_gpus": 4, "v_job_gpu": 2,
+              "v_idle_gpus": 2, "v_gpu_hours_by_user_day": 2, "v_gpu_hours_by_account_day": 2, "v_job_cost": 2},
+    "bob": {"jobs": 2, "node_summaries": 1, "gpu_usage": 2, "timeline": 6, "job_gpus": 2, "v_job_gpu": 2,
+            "v_idle_gpus": 0, "v_gpu_hours_by_user_day": 1, "v_gpu_hours_by_account_day": 1, "v_job_cost": 2},
     "boss": {"jobs": 4, "node_summaries": 4, "gpu_usage": 8, "timeline": 18, "job_gpus": 6, "idle_gaps": 1,
-             "node_gpus": 0, "analysis_runs": 0, "v_job_gpu": 4, "v_idle_gpus": 3,
+             "node_gpus": 0, "analysis_runs": 0, "user_notices": 0, "v_job_gpu": 4, "v_idle_gpus": 3,
              "v_gpu_hours_by_user_day": 3, "v_gpu_hours_by_account_day": 3, "v_job_cost": 4},
 }
 
 
 @pytest.mark.parametrize("who", ["alice", "bob"])
 def test_the_sites_idle_time_is_for_admins_only(rls, who):
-    for relation in ("idle_gaps", "node_gpus", "analysis_runs", "price_overrides", "catalog_overrides"):
+    for relation in ("idle_gaps", "node_gpus", "analysis_runs", "price_overrides", "catalog_overrides",
+                     "user_notices"):
         with pytest.raises(ProgrammingError, match="permission denied"):
             count(rls["urls"][who], relation)
 

@@ -168,3 +168,43 @@ def test_mail_text_part_has_the_headline(week):
     spend = float(stated["spend USD"])
     assert body.splitlines()[2].startswith(f"Spend ${spend:,.2f}")
     assert "What to change:" in body and "<td" not in body and "<svg" not in body  # plain text, no markup
+
+
+def test_mail_to_sends_the_file_as_the_html_part(batch, tmp_path):
+    """--mail-to through a real SMTP server (aiosmtpd) on 127.0.0.1: multipart/alternative, the
+    HTML part byte for byte the file written, the text part the headline."""
+    import email
+    import email.policy
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    got = []
+
+    class Keep:
+        async def handle_DATA(self, server, session, envelope):
+            got.append(envelope)
+            return "250 OK"
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctl = Controller(Keep(), hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        cfg = tmp_path / "piqc.toml"
+        cfg.write_text(f'[mail]\nhost = "127.0.0.1"\nport = {port}\nstarttls = false\nfrom = "piqc@example.org"\n')
+        out = tmp_path / "d.html"
+        r = run(batch, "digest", "-S", "2026-11-23", "-E", "2026-11-24", "-o", str(out), "--mail-to",
+                "admins@example.org", "--mail-to", "boss@example.org", config=cfg)
+    finally:
+        ctl.stop()
+    assert "mailed to admins@example.org, boss@example.org" in r.stderr
+    assert len(got) == 1 and sorted(got[0].rcpt_tos) == ["admins@example.org", "boss@example.org"]
+    msg = email.message_from_bytes(got[0].content, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/alternative" and msg["From"] == "piqc@example.org"
+    assert "$12.00" in msg["Subject"] and "$9.00 waste" in msg["Subject"]
+    plain, html = msg.get_payload()
+    assert plain.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
+    assert html.get_payload(decode=True) == out.read_bytes()
+    assert plain.get_content().splitlines()[2] == "Spend $12.00 (no previous window to compare)"
