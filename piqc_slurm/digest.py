@@ -92,7 +92,10 @@ def _headline(total: Mapping[str, Any], days: float) -> dict[str, Any]:
 def _window(reader, since: int, until: int, book: PriceBook, days: int):
     jobs = C.priced(C.load_jobs(reader, since, until), book)
     t0 = C.trailing_start(reader, until, days)
-    trailing = C.priced(C.load_jobs(reader, t0, until), book) if t0 < until else []
+    if t0 >= since:  # the trailing window lies inside this one: its jobs are already priced
+        trailing = [j for j in jobs if j["end"] >= t0]
+    else:
+        trailing = C.priced(C.load_jobs(reader, t0, until), book)
     span = (until - t0) / 86400
     return jobs, trailing, span, C.table(jobs, None, trailing, span)[-1]
 
