@@ -173,35 +173,19 @@ def test_mail_text_part_has_the_headline(week):
 def test_mail_to_sends_the_file_as_the_html_part(batch, tmp_path):
     """--mail-to through a real SMTP server (aiosmtpd) on 127.0.0.1: multipart/alternative, the
     HTML part byte for byte the file written, the text part the headline."""
-    import email
-    import email.policy
-    import socket
+    from smtpserver import serve
 
-    from aiosmtpd.controller import Controller
-
-    got = []
-
-    class Keep:
-        async def handle_DATA(self, server, session, envelope):
-            got.append(envelope)
-            return "250 OK"
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctl = Controller(Keep(), hostname="127.0.0.1", port=port)
-    ctl.start()
-    try:
+    with serve() as server:
         cfg = tmp_path / "piqc.toml"
-        cfg.write_text(f'[mail]\nhost = "127.0.0.1"\nport = {port}\nstarttls = false\nfrom = "piqc@example.org"\n')
+        cfg.write_text(f'[mail]\nhost = "127.0.0.1"\nport = {server.port}\nstarttls = false\n'
+                       'from = "piqc@example.org"\n')
         out = tmp_path / "d.html"
         r = run(batch, "digest", "-S", "2026-11-23", "-E", "2026-11-24", "-o", str(out), "--mail-to",
                 "admins@example.org", "--mail-to", "boss@example.org", config=cfg)
-    finally:
-        ctl.stop()
+    got = server.envelopes
     assert "mailed to admins@example.org, boss@example.org" in r.stderr
     assert len(got) == 1 and sorted(got[0].rcpt_tos) == ["admins@example.org", "boss@example.org"]
-    msg = email.message_from_bytes(got[0].content, policy=email.policy.default)
+    (msg,) = server.messages()
     assert msg.get_content_type() == "multipart/alternative" and msg["From"] == "piqc@example.org"
     assert "$12.00" in msg["Subject"] and "$9.00 waste" in msg["Subject"]
     plain, html = msg.get_payload()

@@ -2,48 +2,16 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
-import socket
 
 import pytest
-from aiosmtpd.controller import Controller
+from smtpserver import free_port, serve
 
 from piqc_slurm import mail
 from piqc_slurm.config import Config, defaults
 from piqc_slurm.errors import ConfigError
 
 pytestmark = pytest.mark.unit
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Collect:
-    """aiosmtpd handler: keeps every envelope it is given."""
-
-    def __init__(self):
-        self.envelopes = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-
-class Smtp:
-    def __init__(self, handler: Collect, port: int):
-        self.handler, self.port = handler, port
-
-    @property
-    def envelopes(self):
-        return self.handler.envelopes
-
-    def messages(self):
-        return [email.message_from_bytes(e.content, policy=email.policy.default) for e in self.envelopes]
-
 
 LOGINS = {b"piqc": b"s3cret pass"}
 
@@ -57,15 +25,8 @@ def authenticate(server, session, envelope, mechanism, auth_data):
 
 @pytest.fixture
 def smtp():
-    handler = Collect()
-    port = free_port()
-    ctl = Controller(handler, hostname="127.0.0.1", port=port, authenticator=authenticate,
-                     auth_require_tls=False)
-    ctl.start()
-    try:
-        yield Smtp(handler, port)
-    finally:
-        ctl.stop()
+    with serve(authenticator=authenticate, auth_require_tls=False) as server:
+        yield server
 
 
 def cfg_for(port: int, **mail_keys) -> Config:

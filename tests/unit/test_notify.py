@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 from datetime import UTC, datetime
 
 import click
 import pytest
-from aiosmtpd.controller import Controller
 from click.testing import CliRunner
+from smtpserver import serve
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -33,32 +32,10 @@ ADVICE = {"IDLE_GPUS": "Request --gres=gpu:2.", "WRONG_TIER": "Run it on an L40S
           "FAILED_SPEND": "Check the job's log for the failure."}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Collect:
-    def __init__(self):
-        self.envelopes = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-
 @pytest.fixture
 def smtp():
-    handler = Collect()
-    port = free_port()
-    ctl = Controller(handler, hostname="127.0.0.1", port=port)
-    ctl.start()
-    try:
-        handler.port = port
-        yield handler
-    finally:
-        ctl.stop()
+    with serve() as server:
+        yield server
 
 
 def received(handler) -> dict[str, email.message.EmailMessage]:
