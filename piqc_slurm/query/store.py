@@ -152,6 +152,28 @@ class Reader:
             raise StoreError(f"query failed on {_redact(self.url)}: {_first_line(exc)}") from None
         return (list(map(tuple, part)) for part in result.partitions(size))
 
+    def copy_csv(self, sql: str, params: Mapping[str, Any]) -> bytes | None:
+        """PostgreSQL through psycopg: the rows of `sql` as CSV (NULL as \\N, no header) through
+        `COPY (sql) TO STDOUT`: the server's fastest way out, and pandas parses it in C without a
+        Python object per number. None on any other store."""
+        if self._pg is None:
+            return None
+        pg = self._pg
+        q = _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+        out = bytearray()
+        try:
+            with self._conn.cursor() as cur, cur.copy(  # type: ignore[union-attr]
+                    f"COPY ({q}) TO STDOUT WITH (FORMAT csv, NULL '\\N')", dict(params)) as copy:
+                for block in copy:
+                    out += block
+        except pg.errors.UndefinedTable as exc:  # type: ignore[union-attr]
+            raise _schema_error(self.url, exc) from None
+        except pg.errors.UndefinedColumn as exc:  # type: ignore[union-attr]
+            raise _schema_error(self.url, exc) from None
+        except pg.Error as exc:  # type: ignore[union-attr]
+            raise StoreError(f"query failed on {_redact(self.url)}: {_first_line(exc)}") from None
+        return bytes(out)
+
     def _pg_batches(self, sql: str, params: Mapping[str, Any], size: int) -> Iterator[list[tuple]]:
         """The same text SQL through psycopg: `:name` becomes `%(name)s` (a `::` cast is left alone)."""
         pg = self._pg
