@@ -166,13 +166,16 @@ class Reader:
                     f"COPY ({q}) TO STDOUT WITH (FORMAT csv, NULL '\\N')", dict(params)) as copy:
                 for block in copy:
                     out += block
-        except pg.errors.UndefinedTable as exc:  # type: ignore[union-attr]
-            raise _schema_error(self.url, exc) from None
-        except pg.errors.UndefinedColumn as exc:  # type: ignore[union-attr]
-            raise _schema_error(self.url, exc) from None
         except pg.Error as exc:  # type: ignore[union-attr]
-            raise StoreError(f"query failed on {_redact(self.url)}: {_first_line(exc)}") from None
+            raise self._pg_error(exc) from None
         return bytes(out)
+
+    def _pg_error(self, exc: Exception) -> Exception:
+        """What a psycopg error during a query becomes: a missing table or column says the store's
+        schema is older than this piqc-slurm; anything else is a one-line StoreError."""
+        if isinstance(exc, (self._pg.errors.UndefinedTable, self._pg.errors.UndefinedColumn)):  # type: ignore[union-attr]
+            return _schema_error(self.url, exc)
+        return StoreError(f"query failed on {_redact(self.url)}: {_first_line(exc)}")
 
     def _pg_batches(self, sql: str, params: Mapping[str, Any], size: int) -> Iterator[list[tuple]]:
         """The same text SQL through psycopg: `:name` becomes `%(name)s` (a `::` cast is left alone)."""
@@ -182,12 +185,8 @@ class Reader:
             self._cursors += 1
             cur = self._conn.cursor(name=f"piqc_query_{self._cursors}")  # server-side: rows stream
             cur.execute(sql, dict(params))
-        except pg.errors.UndefinedTable as exc:  # type: ignore[union-attr]
-            raise _schema_error(self.url, exc) from None
-        except pg.errors.UndefinedColumn as exc:  # type: ignore[union-attr]
-            raise _schema_error(self.url, exc) from None
         except pg.Error as exc:  # type: ignore[union-attr]
-            raise StoreError(f"query failed on {_redact(self.url)}: {_first_line(exc)}") from None
+            raise self._pg_error(exc) from None
 
         def rows() -> Iterator[list[tuple]]:
             try:
