@@ -497,11 +497,10 @@ _FINDING_COLS = ("job_ref", "code", "waste_usd", "evidence", "advice_gpus", "adv
 
 
 _SQLITE_DELETE = 'DELETE FROM findings WHERE "job_ref" IN (SELECT "value" FROM json_each(?))'
-_SQLITE_INSERT = ('INSERT INTO findings ("job_ref", "code", "waste_usd", "evidence", "advice_gpus", "advice_tier", '
-                  '"analyzed_at", "sentence", "advice", "est_elapsed", "est_cost_usd", "confidence") '
-                  'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
-_PG_COPY = ('COPY findings ("job_ref", "code", "waste_usd", "evidence", "advice_gpus", "advice_tier", "analyzed_at", '
-            '"sentence", "advice", "est_elapsed", "est_cost_usd", "confidence") FROM STDIN')
+_COLUMN_LIST = ", ".join(f'"{c}"' for c in _FINDING_COLS)  # constant names: the model's columns
+_SQLITE_INSERT = (f"INSERT INTO findings ({_COLUMN_LIST}) "  # noqa: S608
+                  f"VALUES ({', '.join('?' * len(_FINDING_COLS))})")
+_PG_COPY = f"COPY findings ({_COLUMN_LIST}) FROM STDIN"
 
 
 def _delete(conn, findings, refs: list[int]) -> None:
