@@ -33,6 +33,8 @@ ingest and the Epilog's summaries store:
   prints none and the summaries' restart counts are not copied to the jobs);
 - the node inventory (node_gpus) of the nodes named in the nodelists.
 
+Then `piqc-slurm digest` of the first 3 days (~100,000 jobs), timed the same way.
+
 Figures: wall time of `piqc-slurm --db URL analyze -S T0 -E T0+30d -q` as a
 subprocess (interpreter start included; median of --runs) with its CPU seconds (user +
 system: the wall time is only as good as the machine is idle), then once
@@ -312,6 +314,11 @@ def bench(name: str, url: str, args, env: dict[str, str], t0: int) -> list[str]:
         prof = ["-m", "cProfile", "-o", args.profile] if args.profile and k == 0 else []
         runs.append(timed([PY, *prof, "-m", "piqc_slurm", *argv[1:]] if prof else argv, env))
     again = timed(argv, env)  # the window analysed again: its findings replaced
+    # the digest of the window's first 3 days (~100,000 jobs of a million), compared with the 3 before
+    with tempfile.TemporaryDirectory(prefix="piqc-bench-digest-") as d:
+        digest = timed([str(REPO / ".venv/bin/piqc-slurm"), "--db", url, "digest", "-S", since, "-E",
+                        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + 3 * DAY)), "-o",
+                        str(Path(d) / "digest.html"), "-q"], env)
     codes = findings_by_code(url)
     peak = max((r[2] for r in (*runs, again) if r[2]), default=None)
     wall = statistics.median(r[0] for r in runs)
@@ -319,6 +326,8 @@ def bench(name: str, url: str, args, env: dict[str, str], t0: int) -> list[str]:
     lines = [f"{name:>10} | {args.jobs:>9,} | {wall:>6.1f} s ({cpu:>5.1f}) | {again[0]:>6.1f} s ({again[1]:>5.1f}) | "
              f"{sum(codes.values()):>9,} | {f'{peak / 1024:,.0f} MiB' if peak else '?':>9}"]
     lines += [f"{'':>10}   {code:<19} {cnt:>9,}" for code, cnt in codes.items()]
+    lines.append(f"{'':>10}   digest of 3 days: {digest[0]:.1f} s ({digest[1]:.1f} s CPU)"
+                 + (f", {digest[2] / 1024:,.0f} MiB" if digest[2] else ""))
     return lines
 
 
