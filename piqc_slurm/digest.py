@@ -85,8 +85,7 @@ def _change(now: float | None, before: float | None) -> float | None:
 def _headline(total: Mapping[str, Any], days: float) -> dict[str, Any]:
     return {"spend": total["SpendUSD"], "waste": total["WasteUSD"], "recoverable": total["RecoverablePerYearUSD"],
             "recoverable_days": days, "per_completed": total["CostPerCompletedUSD"], "jobs": total["Jobs"],
-            "completed": total["Completed"], "gpu_hours": total["GPUHours"],
-            "failed_spend": total["FailedSpendUSD"]}
+            "completed": total["Completed"], "gpu_hours": total["GPUHours"]}
 
 
 def _window(reader, since: int, until: int, book: PriceBook, days: int):
@@ -251,10 +250,10 @@ def build(reader, since: int, until: int, cfg, book: PriceBook, now: int | None 
     regressed = {r[0] for r in reader.all(_REGRESSED_SQL, {"since": min(since, C.trailing_start(reader, until, days)),
                                                           "until": until})}
     return {
-        "since": since, "until": until, "prev_since": since - span, "generated": int(now or time.time()),
+        "since": since, "until": until, "generated": int(now or time.time()),
         "clusters": sorted({j["cluster"] for j in jobs}),
         "headline": head, "previous": prev, "thin_days": rec_days < C.THIN_DAYS,
-        "top_findings": top, "findings_count": sum(n for n, _w in sums.values()),
+        "top_findings": top,
         "findings_rest": {"count": max(priced_n - len(top), 0),
                           "waste": sum(w for _n, w in sums.values()) - sum(f["waste"] for f in top)},
         "by_code": {c: {"count": n, "waste": w} for c, (n, w) in sorted(sums.items(), key=lambda kv: -kv[1][1])},
