@@ -36,6 +36,16 @@ NODE_CPUS=${NODE_CPUS:-64}
 TEST_USER=${TEST_USER:-piqcuser}
 TEST_ACCOUNT=${TEST_ACCOUNT:-research}
 PIQC_BIN=${PIQC_BIN:-$REPO/.venv/bin/piqc-slurm}
+# The hook fragment skips an entry point that is not executable (exit 0, "nothing done"), so
+# wiring a missing one would leave every job's Prolog and Epilog silently doing nothing.
+check_piqc_bin() {
+    case "$PIQC_BIN" in /*) ;; *) echo "cluster.sh: error: PIQC_BIN=$PIQC_BIN is not an absolute path (slurmd runs hooks with no PATH)" >&2; return 1;; esac
+    if [ ! -f "$PIQC_BIN" ] || [ ! -x "$PIQC_BIN" ]; then
+        echo "cluster.sh: error: PIQC_BIN=$PIQC_BIN is missing or not executable: the hooks would do nothing for every job." >&2
+        echo "cluster.sh: create $REPO/.venv with 'bash docker-slurm/setup.sh', or set PIQC_BIN to an installed piqc-slurm" >&2
+        return 1
+    fi
+}
 DB_PORT=${DB_PORT:-3307}
 IFS=, read -r CTLD_PORT SLURMD_PORT DBD_PORT <<<"${SLURM_PORTS:-6817,6818,6819}"
 NODE=$(hostname -s)
@@ -463,6 +473,7 @@ all_up() {
 cmd_up() {
     need_root
     local t0=$SECONDS
+    check_piqc_bin || exit 1
     safety_checks
     install_packages
     make_dirs

@@ -2,7 +2,9 @@
 
 Each check returns (status, what, fix): status is OK, WARN or FAIL. Checks
 take their system roots as arguments (slurm.conf path, environment) so they
-can be pointed at a test cluster.
+can be pointed at a test cluster. Run as an ordinary user, a check that
+meets a root-only file says "cannot read ... (run as root)" as a WARN
+instead of failing the run.
 """
 
 from __future__ import annotations
@@ -52,13 +54,15 @@ def check_nvml() -> Check:
     return Check(OK, "nvml", f"{n} GPU(s) {', '.join(sorted(names))}; driver {driver}{fake}")
 
 
-def check_spool(spool_dir: str, delivery: str, shared_dir: str) -> list[Check]:
+def check_spool(spool_dir: str, delivery: str, shared_dir: str, db_url: str = "") -> list[Check]:
     out = []
     p = Path(spool_dir)
     try:
         st = os.lstat(p)
     except FileNotFoundError:
         out.append(Check(WARN, "spool", f"{p} does not exist yet", "the first Prolog creates it (root, 0700)"))
+    except PermissionError:
+        out.append(_cannot_read("spool", p))
     else:
         problems = []
         if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
@@ -70,8 +74,13 @@ def check_spool(spool_dir: str, delivery: str, shared_dir: str) -> list[Check]:
         if problems:
             out.append(Check(FAIL, "spool", f"{p}: {', '.join(problems)}", f"chown root:root {p}; chmod 700 {p}"))
         else:
-            pending = len(list((p / "outbox").glob("*.summary.json"))) if (p / "outbox").is_dir() else 0
-            out.append(Check(OK, "spool", f"{p} root-only; {pending} summaries waiting in outbox"))
+            try:
+                waiting = outbox_waiting(p / "outbox", db_url)
+            except PermissionError:
+                out.append(Check(WARN, "spool", f"{p} root-only; its outbox: cannot read (run as root)",
+                                 "run piqc-slurm doctor as root"))
+            else:
+                out.append(Check(OK, "spool", f"{p} root-only; {waiting}"))
     if delivery == "shared-spool":
         if not shared_dir:
             out.append(Check(FAIL, "shared-spool", "delivery = shared-spool but shared_spool_dir is empty",
@@ -82,6 +91,71 @@ def check_spool(spool_dir: str, delivery: str, shared_dir: str) -> list[Check]:
         else:
             out.append(Check(OK, "shared-spool", f"{shared_dir} writable"))
     return out
+
+
+def outbox_waiting(outbox: Path, db_url: str = "") -> str:
+    """How many summaries in `outbox` wait for the store, as one phrase. A summary the store has
+    already taken in (`ingest --spool` replays the outbox and leaves every file where it is,
+    recorded in spool_replays by name and SHA-256) is not waiting, so it is counted apart when the
+    store can be read. PermissionError when the outbox cannot be read."""
+    import hashlib
+
+    try:
+        entries = sorted((e for e in list(os.scandir(outbox)) if e.name.endswith(".summary.json")
+                          and not e.name.startswith(".") and e.is_file(follow_symlinks=False)),
+                         key=lambda e: e.name)
+    except FileNotFoundError:
+        return "no outbox yet (no summaries waiting)"
+    except NotADirectoryError:
+        return f"{outbox} is not a directory"
+    if not entries:
+        return "0 summaries waiting in outbox"
+    known, why = _replayed(db_url, [f"{outbox.name}/{e.name}" for e in entries])
+    n = len(entries)
+    if known is None:
+        return f"{n} summar{'y' if n == 1 else 'ies'} in outbox (not checked against the store: {why})"
+    taken = 0
+    for e in entries:
+        digest = known.get(f"{outbox.name}/{e.name}")
+        if digest is not None:
+            with open(e.path, "rb") as fh:
+                taken += hashlib.sha256(fh.read()).hexdigest() == digest
+    left = len(entries) - taken
+    return (f"{left} summar{'y' if left == 1 else 'ies'} waiting in outbox"
+            + (f" ({taken} more already in the store, left in place after ingest)" if taken else ""))
+
+
+def _replayed(db_url: str, names: list[str]) -> tuple[dict[str, str] | None, str]:
+    """{name: sha256} of those outbox files the store took in; (None, why) when it cannot tell."""
+    if not db_url:
+        return None, "no store configured"
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from piqc_slurm.errors import StoreError, first_line
+    from piqc_slurm.store.db import open_engine
+    from piqc_slurm.store.models import SpoolReplay
+
+    try:
+        engine = open_engine(db_url, connect_timeout=3, mode="read", check_schema=False)
+    except StoreError as exc:
+        return None, str(exc)
+    try:
+        known: dict[str, str] = {}
+        with engine.connect() as conn:
+            for i in range(0, len(names), 500):
+                rows = conn.execute(select(SpoolReplay.name, SpoolReplay.sha256)
+                                    .where(SpoolReplay.name.in_(names[i:i + 500])))
+                known.update({name: digest for name, digest in rows})
+        return known, ""
+    except SQLAlchemyError as exc:
+        return None, f"store unreadable: {first_line(exc)}"
+    finally:
+        engine.dispose()
+
+
+def _cannot_read(name: str, path: object) -> Check:
+    return Check(WARN, name, f"{path}: cannot read (run as root)", "run piqc-slurm doctor as root")
 
 
 def _slurm_conf_lines(path: Path) -> dict[str, str]:
@@ -104,6 +178,7 @@ def check_hooks(slurm_conf: str) -> list[Check]:
     if "alloc" not in flags.lower():
         out.append(Check(FAIL, "hooks", f"PrologFlags={flags or '(unset)'} lacks Alloc",
                          "add PrologFlags=Alloc to slurm.conf (the Prolog must run when the allocation starts)"))
+    fragments: list[str] = []
     for hook in ("prolog", "epilog"):
         pattern = keys.get(hook)
         if not pattern:
@@ -111,30 +186,168 @@ def check_hooks(slurm_conf: str) -> list[Check]:
                              f"{hook.capitalize()}=/etc/slurm/{hook}.d/* and install epilog/piqc-hook.sh there"))
             continue
         files = [f for f in glob.glob(pattern) if os.path.isfile(f)]
-        ours = [f for f in files if "piqc-slurm" in Path(f).read_text(errors="replace")]
+        ours = []
+        for f in files:
+            try:
+                if "piqc-slurm" in Path(f).read_text(errors="replace"):
+                    ours.append(f)
+            except PermissionError:
+                out.append(_cannot_read("hooks", f))
         if not ours:
             target = f"{pattern.rstrip('*')}50-piqc.sh"
             out.append(Check(FAIL, "hooks", f"{hook.capitalize()}={pattern}: no piqc-slurm fragment among "
                              f"{len(files)} file(s)", f"install -m 755 epilog/piqc-hook.sh {target}"))
             continue
+        fragments += ours
         bad = [f for f in ours if not os.access(f, os.X_OK)]
         if bad:
             out.append(Check(FAIL, "hooks", f"{', '.join(bad)} not executable", f"chmod 755 {' '.join(bad)}"))
             continue
         out.append(Check(OK, "hooks", f"{hook.capitalize()}: {', '.join(ours)}"))
+    return out + check_hook_bin(fragments)
+
+
+HOOK_ENV_DEFAULT = "/etc/default/piqc-slurm"
+PIQC_BIN_DEFAULT = "/opt/piqc/venv/bin/piqc-slurm"
+_ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _shell_assignments(text: str, into: dict[str, str]) -> dict[str, str]:
+    """NAME=value and `export NAME=value` lines of a sh file, as sourcing it would set them
+    (quotes removed, $NAME / ${NAME} of earlier assignments expanded; anything fancier is
+    taken literally). Later lines win."""
+    for line in text.splitlines():
+        m = _ASSIGN.match(line)
+        if not m:
+            continue
+        raw = m.group(2).strip()
+        try:
+            words = shlex.split(raw, comments=True)
+        except ValueError:
+            continue
+        value = words[0] if words else ""
+        if not raw.startswith("'"):
+            value = _VAR.sub(lambda v: into.get(v.group(1) or v.group(2), ""), value)
+        into[m.group(1)] = value
+    return into
+
+
+def hook_entry_point(fragment: str) -> tuple[str, str, str]:
+    """(PIQC_BIN, where that value comes from, the site file the fragment reads) for one installed
+    hook fragment (epilog/piqc-hook.sh): its own PIQC_HOOK_ENV= and PIQC_BIN= defaults, then the
+    PIQC_BIN the site file sets, as the fragment sources it. PermissionError if the site file
+    exists but cannot be read."""
+    frag = _shell_assignments(Path(fragment).read_text(errors="replace"), {})
+    env_file = frag.get("PIQC_HOOK_ENV") or HOOK_ENV_DEFAULT
+    default = frag.get("PIQC_BIN") or PIQC_BIN_DEFAULT
+    try:
+        text = Path(env_file).read_text(errors="replace")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return default, f"the fragment's default; no {env_file}", env_file
+    if "PIQC_BIN" not in _shell_assignments(text, {}):
+        return default, f"the fragment's default; {env_file} does not set it", env_file
+    site = _shell_assignments(text, {"PIQC_BIN": default, "PIQC_HOOK_ENV": env_file})
+    return site["PIQC_BIN"], f"set in {env_file}", env_file
+
+
+def check_hook_bin(fragments: Iterable[str]) -> list[Check]:
+    """The piqc-slurm entry point each hook fragment calls must be an executable file: the
+    fragment skips a missing one silently (exit 0, "nothing done"), so every job goes unmonitored."""
+    out: list[Check] = []
+    seen: set[tuple[str, str]] = set()
+    for frag in fragments:
+        try:
+            exe, source, env_file = hook_entry_point(frag)
+        except PermissionError as exc:
+            out.append(_cannot_read("hook bin", exc.filename or frag))
+            continue
+        if (exe, source) in seen:
+            continue
+        seen.add((exe, source))
+        where = f"PIQC_BIN={exe} ({source})"
+        point = f"or set PIQC_BIN in {env_file} to an installed piqc-slurm"
+        if not exe.startswith("/"):
+            out.append(Check(FAIL, "hook bin", f"{where} is not an absolute path (slurmd runs hooks with no "
+                             "PATH): the hooks do nothing", f"an absolute path: {point.removeprefix('or ')}"))
+        elif not os.path.isfile(exe):
+            venv = str(Path(exe).parent.parent)
+            out.append(Check(FAIL, "hook bin", f"{where} does not exist: every job's Prolog and Epilog do "
+                             "nothing", f"python3 -m venv {venv} && {venv}/bin/pip install piqc-slurm, {point}"))
+        elif not os.access(exe, os.X_OK):
+            out.append(Check(FAIL, "hook bin", f"{where} is not executable: every job's Prolog and Epilog "
+                             "do nothing", f"chmod 755 {exe}, {point}"))
+        else:
+            out.append(Check(OK, "hook bin", f"{where} is executable"))
     return out
 
 
 def check_store(db_url: str) -> Check:
+    """Reachable, and at this piqc-slurm's schema revision; read-only (it never migrates)."""
     from piqc_slurm.errors import StoreError, redact_url
-    from piqc_slurm.store.db import open_engine
+    from piqc_slurm.store.db import schema_state, store_status
 
     try:
-        engine = open_engine(db_url, connect_timeout=5)
+        rev, head = store_status(db_url, connect_timeout=5)
     except StoreError as exc:
-        return Check(FAIL, "store", str(exc), "check db in the config (or --db); is the server up?")
-    engine.dispose()
-    return Check(OK, "store", f"{redact_url(db_url)} reachable, schema up to date")
+        fix = ("create it with `piqc-slurm db init` (or check db in the config, --db)" if "db init" in str(exc)
+               else "check db in the config (or --db); is the server up?")
+        return Check(FAIL, "store", str(exc), fix)
+    where, state = redact_url(db_url), schema_state(rev)
+    if state == "missing":
+        return Check(FAIL, "store", f"{where} reachable, but it has no piqc schema", "piqc-slurm db init")
+    if state == "behind":
+        return Check(FAIL, "store", f"{where}: schema at {rev}, this piqc-slurm needs {head} (pushes and "
+                     "reads fail)", "piqc-slurm db upgrade, on the head node as the store's owner")
+    if state == "newer":
+        return Check(WARN, "store", f"{where}: schema at {rev}, newer than this piqc-slurm (head {head})",
+                     "upgrade piqc-slurm on this host")
+    return Check(OK, "store", f"{where} reachable, schema up to date ({rev})")
+
+
+def check_store_access(db_url: str) -> Check:
+    """A SQLite store is readable by whoever may read its file (sqlite3 shows every user's jobs):
+    WARN where the file, its -wal/-shm or its directory lets every user in."""
+    from piqc_slurm.errors import StoreError
+    from piqc_slurm.store.db import sqlite_path
+
+    name = "store perms"
+    try:
+        path = sqlite_path(db_url) if db_url else None
+    except StoreError:
+        path = None
+    if path is None:
+        return Check(OK, name, "skipped: not a SQLite store (PostgreSQL: roles and row-level security decide)")
+    target = Path(os.path.abspath(path))
+    try:
+        st = os.stat(target)
+    except OSError:
+        return Check(OK, name, f"skipped: no store file at {target}")
+    files = [target] + [Path(f"{target}{x}") for x in ("-wal", "-shm")]
+    loose = []
+    for f in files:
+        try:
+            if os.stat(f).st_mode & 0o004:
+                loose.append(f)
+        except OSError:
+            continue
+    d = target.parent
+    dst = os.stat(d)
+    open_dir = bool(dst.st_mode & 0o005) and not dst.st_mode & stat.S_ISVTX
+    shared_dir = bool(dst.st_mode & stat.S_ISVTX and dst.st_mode & 0o002)
+    modes = f"{target} {stat.S_IMODE(st.st_mode):04o}, directory {stat.S_IMODE(dst.st_mode):04o}"
+    if not loose and not open_dir:
+        return Check(OK, name, f"{modes}: not readable by every user")
+    fixes = []
+    if loose:
+        fixes.append(f"chmod 640 {' '.join(str(f) for f in loose)}")
+    if open_dir:
+        fixes.append(f"chmod 750 {d}")
+    elif shared_dir:
+        fixes.append(f"move the store out of {d} (world-writable) into a directory of its own, mode 750")
+    what = "readable by every user" if loose else "its directory is open to every user"
+    return Check(WARN, name, f"{modes}: {what} (sqlite3 shows them every user's jobs; set store_group "
+                 "for the readers)", "; ".join(fixes))
 
 
 def gpu_type_counts(engine) -> dict[str, int]:
@@ -182,7 +395,7 @@ def check_gpu_types(db_url: str, prices: Mapping[str, float] | None = None) -> C
     except ValueError as exc:
         return Check(FAIL, name, str(exc), "reinstall piqc-slurm (its GPU catalog is unreadable)")
     try:
-        engine = open_engine(db_url, connect_timeout=5, migrate_schema=False)
+        engine = open_engine(db_url, connect_timeout=5, mode="read", check_schema=False)
     except StoreError as exc:
         return Check(OK, name, f"skipped: the store is not reachable ({exc})")
     try:
@@ -206,19 +419,76 @@ def check_gpu_types(db_url: str, prices: Mapping[str, float] | None = None) -> C
                  "or to the GPU catalog (docs/catalog.md)")
 
 
-def check_sacct(timeout: float = 15) -> Check:
+def check_slurm_conf(slurm_conf: str, explicit: bool) -> Check:
+    """The slurm.conf every Slurm check reads, at once: a SLURM_CONF naming no file is a FAIL
+    (sacct would wait for a controller it cannot name); no /etc/slurm/slurm.conf without
+    SLURM_CONF may be a configless node, a WARN."""
+    p = Path(slurm_conf)
+    shown = f"SLURM_CONF={p}" if explicit else str(p)
+    try:
+        with open(p, "rb"):
+            pass
+    except FileNotFoundError:
+        if explicit:
+            return Check(FAIL, "slurm.conf", f"{shown}: no such file",
+                         "point SLURM_CONF at the cluster's slurm.conf, or unset it")
+        return Check(WARN, "slurm.conf", f"no slurm.conf at {p} (a configless node?)",
+                     "set SLURM_CONF, or run on a Slurm node")
+    except IsADirectoryError:
+        return Check(FAIL if explicit else WARN, "slurm.conf", f"{shown}: a directory, not a file",
+                     "point SLURM_CONF at the cluster's slurm.conf")
+    except PermissionError:
+        return _cannot_read("slurm.conf", shown)
+    return Check(OK, "slurm.conf", f"{shown}")
+
+
+def _slurmdbd_of(slurm_conf: str | None) -> str:
+    """'slurmdbd at HOST:PORT (AccountingStorageHost in PATH)', or '' when slurm.conf does not say."""
+    if not slurm_conf:
+        return ""
+    try:
+        keys = _slurm_conf_lines(Path(slurm_conf))
+    except OSError:
+        return ""
+    host = keys.get("accountingstoragehost")
+    if not host:
+        return ""
+    port = keys.get("accountingstorageport", "6819")
+    return f"slurmdbd at {host}:{port} (AccountingStorageHost in {slurm_conf})"
+
+
+def check_sacct(timeout: float = 5, slurm_conf: str | None = None) -> Check:
+    """sacct answers within `timeout` seconds (it asks slurmdbd directly, not slurmctld)."""
     try:
         r = subprocess.run(["sacct", "-n", "-X", "-P", "-S", "now-1hours", "-o", "JobID"], capture_output=True,
-                           text=True, timeout=timeout)
+                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         return Check(FAIL, "sacct", "sacct not found on PATH", "install slurm-client, or run on a Slurm login node")
     except subprocess.TimeoutExpired:
-        return Check(FAIL, "sacct", f"sacct did not answer within {timeout:g}s", "is slurmdbd up?")
+        dbd = _slurmdbd_of(slurm_conf)
+        return Check(FAIL, "sacct", f"sacct gave no answer within {timeout:g}s"
+                     + (f"; it asks {dbd}" if dbd else "; slurm.conf names no AccountingStorageHost"),
+                     "is slurmdbd running and reachable from here (its port open, munge keys alike)? "
+                     "`sacctmgr show cluster` asks the same daemon")
+    except PermissionError as exc:
+        return _cannot_read("sacct", exc.filename or "sacct")
     if r.returncode != 0:
         return Check(FAIL, "sacct", (r.stderr.strip().splitlines() or ["failed"])[-1],
                      "is slurmdbd reachable (AccountingStorageType=accounting_storage/slurmdbd)?")
     n = len(r.stdout.split())
     return Check(OK, "sacct", f"answers ({n} job(s) in the last hour)")
+
+
+def _guarded(name: str, check, *args) -> list[Check]:
+    """Run one check; a permission error (an ordinary user meeting a root-only file) or another
+    OS error becomes a WARN naming the file, never a traceback."""
+    try:
+        got = check(*args)
+    except PermissionError as exc:
+        return [_cannot_read(name, exc.filename or "a file it needs")]
+    except OSError as exc:
+        return [Check(WARN, name, f"could not check: {exc}")]
+    return got if isinstance(got, list) else [got]
 
 
 def check_spank(slurm_conf: str) -> Check:
@@ -243,12 +513,23 @@ def check_spank(slurm_conf: str) -> Check:
 
 
 def run_all(cfg, db_url: str) -> list[Check]:
-    slurm_conf = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
-    checks = [check_nvml()]
-    checks += check_spool(cfg["spool_dir"], cfg["delivery"], cfg["shared_spool_dir"])
-    checks += check_hooks(slurm_conf)
-    checks.append(check_spank(slurm_conf))
+    explicit = bool(os.environ.get("SLURM_CONF"))
+    slurm_conf = os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
+    checks = _guarded("nvml", check_nvml)
+    checks += _guarded("spool", check_spool, cfg["spool_dir"], cfg["delivery"], cfg["shared_spool_dir"], db_url)
+    conf = check_slurm_conf(slurm_conf, explicit)
+    checks.append(conf)
+    if conf.status == OK:
+        checks += _guarded("hooks", check_hooks, slurm_conf)
+        checks += _guarded("spank", check_spank, slurm_conf)
+    else:
+        checks += [Check(WARN, name, f"skipped: needs the slurm.conf above ({conf.what})")
+                   for name in ("hooks", "spank")]
     checks.append(check_store(db_url))
+    checks.append(check_store_access(db_url))
     checks.append(check_gpu_types(db_url, cfg["prices"]))
-    checks.append(check_sacct())
+    if conf.status == FAIL:   # sacct would only wait for a controller it cannot name
+        checks.append(Check(WARN, "sacct", f"skipped: needs the slurm.conf above ({conf.what})"))
+    else:
+        checks += _guarded("sacct", check_sacct, 5, slurm_conf)
     return checks

@@ -23,8 +23,13 @@
  *
  * Thread safety: the config is parsed on the first nvmlInit (refcount
  * 0 -> 1) under a mutex and is read-only afterwards; queries read files and
- * keep only a per-device "last energy value" under a mutex, so one process
- * may query from several threads.
+ * keep only a per-device "last energy value" and transient-fault counter
+ * (fault flaky:..., gpu<MINOR>.flaky) under mutexes, so one process may
+ * query from several threads.
+ *
+ * Live loads are read from gpu<MINOR>.state, or, when that one is missing,
+ * stale or malformed, from a live gpu<MINOR>.state.<UID> (what fakegpu-work
+ * writes when a stale state file of another user blocks the main name).
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -223,6 +228,10 @@ struct fake_conf {
     int power_not_supported;
     unsigned lost_minors[FAKE_MAX_GPUS];
     unsigned n_lost;
+    unsigned flaky_minors[FAKE_MAX_GPUS];      /* fault flaky:<minor>:<count>[:<code>] */
+    unsigned flaky_count[FAKE_MAX_GPUS];
+    unsigned flaky_code[FAKE_MAX_GPUS];
+    unsigned n_flaky;
     unsigned n;
     struct fake_dev dev[FAKE_MAX_GPUS];
 };
@@ -257,6 +266,21 @@ static unsigned g_refcount;                 /* nvmlInit count; atomics + g_lock 
 static struct fake_conf g_conf;             /* written only at refcount 0 -> 1 */
 static pthread_mutex_t g_energy_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long long g_energy_last[FAKE_MAX_GPUS];  /* per-process monotonic clamp */
+
+/* Transient faults, per process and per device (index): how many more
+ * per-device queries fail, with which code, and which gpu<M>.flaky file
+ * (inode, mtime, size) armed them last, so that a file arms once. */
+struct fake_flaky {
+    unsigned left;
+    nvmlReturn_t code;
+    int have_file;
+    dev_t dev;
+    ino_t ino;
+    long long mtime_ns;
+    off_t size;
+};
+static pthread_mutex_t g_flaky_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fake_flaky g_flaky[FAKE_MAX_GPUS];
 
 /* ---- small helpers ---- */
 
@@ -379,7 +403,36 @@ static int conf_error(const char *path, unsigned line, const char *what)
     return -1;
 }
 
-/* Apply "driver_not_loaded,gpu_lost:3,power_not_supported"; 0 if valid. */
+/* An NVML error code a transient fault may return: anything but success. */
+static int parse_error_code(const char *s, unsigned *out)
+{
+    return parse_uint(s, NVML_ERROR_UNKNOWN, out) || *out == NVML_SUCCESS ? -1 : 0;
+}
+
+/* "flaky:<minor>:<count>[:<code>]" (the part after "flaky:"); 0 if valid. */
+static int parse_flaky(struct fake_conf *c, char *spec)
+{
+    char *count_s = strchr(spec, ':'), *code_s;
+    unsigned minor, count, code = NVML_ERROR_UNKNOWN;
+    if (!count_s)
+        return -1;
+    *count_s++ = '\0';
+    code_s = strchr(count_s, ':');
+    if (code_s)
+        *code_s++ = '\0';
+    if (parse_uint(spec, FAKE_MAX_MINOR, &minor) || parse_uint(count_s, 1000000000u, &count) ||
+        (code_s && parse_error_code(code_s, &code)))
+        return -1;
+    if (c->n_flaky < FAKE_MAX_GPUS) {
+        c->flaky_minors[c->n_flaky] = minor;
+        c->flaky_count[c->n_flaky] = count;
+        c->flaky_code[c->n_flaky] = code;
+        c->n_flaky++;
+    }
+    return 0;
+}
+
+/* Apply "driver_not_loaded,gpu_lost:3,power_not_supported,flaky:1:3"; 0 if valid. */
 static int parse_faults(struct fake_conf *c, const char *spec)
 {
     char buf[FAKE_LINE_LEN];
@@ -400,6 +453,9 @@ static int parse_faults(struct fake_conf *c, const char *spec)
                    parse_uint(item + 9, FAKE_MAX_MINOR, &minor) == 0) {
             if (c->n_lost < FAKE_MAX_GPUS)
                 c->lost_minors[c->n_lost++] = minor;
+        } else if (strncmp(item, "flaky:", 6) == 0) {
+            if (parse_flaky(c, item + 6))
+                return -1;
         } else {
             return -1;
         }
@@ -486,7 +542,8 @@ static int parse_config(struct fake_conf *c, const char *path)
                 rc = conf_error(path, line, "bad power_idle_w");
         } else if (strcmp(key, "fault") == 0) {
             if (parse_faults(c, arg))
-                rc = conf_error(path, line, "bad fault list (driver_not_loaded, gpu_lost:MINOR, power_not_supported)");
+                rc = conf_error(path, line, "bad fault list (driver_not_loaded, gpu_lost:MINOR, "
+                                            "power_not_supported, flaky:MINOR:COUNT[:CODE])");
         } else {
             char msg[160];
             snprintf(msg, sizeof msg, "unknown key '%.64s'", key);
@@ -587,22 +644,20 @@ static int state_path(char *out, size_t size, const struct fake_dev *d)
     return (n < 0 || (size_t)n >= size) ? -1 : 0;
 }
 
-/* Read <state_dir>/gpu<minor>.state; anything wrong reads as idle. */
-static void read_live(const struct fake_dev *d, struct fake_live *out)
+/* Read one state file into *out; 1 if it exists, is valid and its pid is
+ * alive, else 0 (*out untouched). */
+static int read_state_file(const char *path, const struct fake_dev *d, struct fake_live *out)
 {
-    char path[FAKE_PATH_LEN + 32], buf[256];
+    char buf[256];
     struct fake_live v;
     unsigned long long start = 0;
     int have_pid = 0, have_start = 0, bad = 0;
     FILE *f;
 
-    memset(out, 0, sizeof *out);
     memset(&v, 0, sizeof v);
-    if (state_path(path, sizeof path, d))
-        return;
     f = fopen(path, "re");
     if (!f)
-        return;
+        return 0;
     while (!bad && fgets(buf, sizeof buf, f)) {
         char *rest = buf, *key, *val;
         unsigned long long x;
@@ -657,10 +712,45 @@ static void read_live(const struct fake_dev *d, struct fake_live *out)
         bad = 1;
     fclose(f);
     if (bad || !have_pid || !pid_alive(v.pid, have_start, start))
-        return;
+        return 0;
     if (v.mem_used_mib > d->mem_total_mib)
         v.mem_used_mib = d->mem_total_mib;
     *out = v;
+    return 1;
+}
+
+/* The live load of a device: <state_dir>/gpu<minor>.state, else (it is
+ * missing, stale or bad) the first live gpu<minor>.state.<uid>: what
+ * fakegpu-work publishes when a stale gpu<minor>.state of another user
+ * cannot be replaced in the sticky state dir.  Anything wrong reads as idle. */
+static void read_live(const struct fake_dev *d, struct fake_live *out)
+{
+    char path[FAKE_PATH_LEN + 300], prefix[40];
+    size_t plen;
+    DIR *dir;
+    struct dirent *e;
+
+    memset(out, 0, sizeof *out);
+    if (state_path(path, sizeof path, d) || read_state_file(path, d, out) == 1)
+        return;
+    snprintf(prefix, sizeof prefix, "gpu%u.state.", d->minor);
+    plen = strlen(prefix);
+    dir = opendir(g_conf.state_dir);
+    if (!dir)
+        return;
+    while ((e = readdir(dir)) != NULL) {
+        const char *p = e->d_name;
+        if (strncmp(p, prefix, plen) != 0 || !p[plen])
+            continue;
+        for (p += plen; *p && isdigit((unsigned char)*p); p++)
+            ;
+        if (*p)
+            continue;              /* not gpu<minor>.state.<digits> */
+        if (snprintf(path, sizeof path, "%s/%s", g_conf.state_dir, e->d_name) < (int)sizeof path &&
+                read_state_file(path, d, out) == 1)
+            break;
+    }
+    closedir(dir);
 }
 
 static unsigned idle_mw(const struct fake_dev *d)
@@ -765,6 +855,55 @@ static unsigned long long energy_mj(const struct fake_dev *d)
 
 /* ---- entry-point plumbing ---- */
 
+/* Transient fault of device index i: a new (or rewritten) <state_dir>/gpu<MINOR>.flaky
+ * holding "COUNT [CODE]" arms COUNT failures with CODE (default NVML_ERROR_UNKNOWN)
+ * in this process, as the fault switch flaky:MINOR:COUNT[:CODE] does at nvmlInit;
+ * each per-device query then takes one.  Returns the code to fail with, or
+ * NVML_SUCCESS.  A file that cannot be parsed arms nothing. */
+static nvmlReturn_t flaky_check(size_t i)
+{
+    char path[FAKE_PATH_LEN + 32];
+    struct stat st;
+    struct fake_flaky *f = &g_flaky[i];
+    nvmlReturn_t r = NVML_SUCCESS;
+
+    pthread_mutex_lock(&g_flaky_lock);
+    if (snprintf(path, sizeof path, "%s/gpu%u.flaky", g_conf.state_dir, g_conf.dev[i].minor)
+            < (int)sizeof path && stat(path, &st) == 0) {
+        long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        if (!f->have_file || f->dev != st.st_dev || f->ino != st.st_ino || f->mtime_ns != mtime_ns ||
+                f->size != st.st_size) {
+            char buf[128], *rest = buf, *count_s, *code_s;
+            unsigned count, code = NVML_ERROR_UNKNOWN;
+            FILE *fp = fopen(path, "re");
+            f->have_file = 1;
+            f->dev = st.st_dev;
+            f->ino = st.st_ino;
+            f->mtime_ns = mtime_ns;
+            f->size = st.st_size;
+            if (fp) {
+                if (fgets(buf, sizeof buf, fp)) {
+                    cut_comment(buf);
+                    count_s = next_token(&rest);
+                    code_s = count_s ? next_token(&rest) : NULL;
+                    if (count_s && !next_token(&rest) && parse_uint(count_s, 1000000000u, &count) == 0 &&
+                            (!code_s || parse_error_code(code_s, &code) == 0)) {
+                        f->left = count;
+                        f->code = (nvmlReturn_t)code;
+                    }
+                }
+                fclose(fp);
+            }
+        }
+    }
+    if (f->left > 0) {
+        f->left--;
+        r = f->code;
+    }
+    pthread_mutex_unlock(&g_flaky_lock);
+    return r;
+}
+
 /* Validate a handle: initialized, points at a configured device, not lost. */
 static nvmlReturn_t dev_check(nvmlDevice_t device, const struct fake_dev **out)
 {
@@ -785,6 +924,11 @@ static nvmlReturn_t dev_check(nvmlDevice_t device, const struct fake_dev **out)
         if (snprintf(lost, sizeof lost, "%s/gpu%u.lost", g_conf.state_dir, g_conf.dev[i].minor)
                 < (int)sizeof lost && access(lost, F_OK) == 0)
             return NVML_ERROR_GPU_IS_LOST;
+    }
+    {
+        nvmlReturn_t r = flaky_check(i);
+        if (r)
+            return r;
     }
     *out = &g_conf.dev[i];
     return NVML_SUCCESS;
@@ -825,6 +969,15 @@ NVML_API nvmlReturn_t nvmlInitWithFlags(unsigned int flags)
                 for (unsigned j = 0; j < g_conf.n_lost; j++)
                     if (g_conf.dev[i].minor == g_conf.lost_minors[j])
                         g_conf.dev[i].lost = 1;
+            pthread_mutex_lock(&g_flaky_lock);
+            memset(g_flaky, 0, sizeof g_flaky);
+            for (unsigned i = 0; i < g_conf.n; i++)
+                for (unsigned j = 0; j < g_conf.n_flaky; j++)
+                    if (g_conf.dev[i].minor == g_conf.flaky_minors[j]) {
+                        g_flaky[i].left = g_conf.flaky_count[j];
+                        g_flaky[i].code = (nvmlReturn_t)g_conf.flaky_code[j];
+                    }
+            pthread_mutex_unlock(&g_flaky_lock);
         }
     }
     if (ret == NVML_SUCCESS)

@@ -42,6 +42,7 @@ def sampler_context(ctx: JobContext, decision: MonitorDecision, cfg, now: float)
         "checkpoint_interval": float(cfg["sampler.checkpoint_interval"]),
         "timeline_bin": int(cfg["sampler.timeline_bin"]), "active_util": float(cfg["sampler.active_util"]),
         "orphan_check": float(cfg["sampler.orphan_check"]), "started": now,
+        "max_device_errors": int(cfg["sampler.max_device_errors"]),
     }
 
 

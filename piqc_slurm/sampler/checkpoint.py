@@ -45,6 +45,10 @@ REASON_ALL_LOST = "all gpus lost"
 REASON_NO_GPUS = "no gpus"
 # plus "error: <exception>" for an unexpected failure
 
+NO_EPILOG = "no epilog: job ended without one"
+"""partial_reason of the final checkpoint (and the summary) of a sampler that saw its job end by
+itself: no Epilog came to stop it (slurmd killed or restarted, the node's hooks broken)."""
+
 
 def append_lines(path: str | Path, rows: Iterable[dict[str, Any]], mode: int = 0o600) -> int:
     """Append rows as JSON lines in one write, fsynced; returns how many."""
@@ -67,15 +71,17 @@ def read_timeline(path: str | Path, bins: int | None = None) -> list[dict[str, A
     Lines past that count, or a torn last line, are what a crash can leave
     and are skipped rather than reported as corruption.
     """
+    if not isinstance(bins, int) or isinstance(bins, bool):
+        bins = None  # a count that is not one (a damaged summary) limits nothing
     out: list[dict[str, Any]] = []
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             for line in f:
                 if bins is not None and len(out) >= bins:
                     break
                 try:
-                    row = json.loads(line)
-                except ValueError:
+                    row = json.loads(line.decode("utf-8"))
+                except (ValueError, RecursionError):  # torn, not UTF-8, or nested past reason
                     break
                 if isinstance(row, dict):
                     out.append(row)
@@ -92,7 +98,7 @@ def build_checkpoint(*, job_id: int, started: float, updated: float, final: bool
                      exit_reason: str | None, nvml_ok: bool, nvml_error: str | None,
                      driver_version: str | None, interval: float,
                      gpus: Sequence[tuple[DeviceInfo, GpuAggregate]],
-                     timeline_bins: int) -> dict[str, Any]:
+                     timeline_bins: int, partial_reason: str | None = None) -> dict[str, Any]:
     """The checkpoint document (pure): see the module docstring and README."""
     return {
         "format": CHECKPOINT_FORMAT,
@@ -105,6 +111,7 @@ def build_checkpoint(*, job_id: int, started: float, updated: float, final: bool
         "interval": interval,
         "gpus": [gpu_entry(dev, agg) for dev, agg in gpus],
         "timeline_bins": timeline_bins,
+        "partial_reason": partial_reason,
     }
 
 
@@ -149,6 +156,8 @@ def validate_checkpoint(doc: Any, path: str = "") -> dict[str, Any]:
     tb = doc.get("timeline_bins")
     _require(isinstance(tb, int) and not isinstance(tb, bool) and tb >= 0, path,
              f"timeline_bins: expected a count, got {tb!r}")
+    _require(_opt(doc.get("partial_reason"), str), path,     # absent in older checkpoints
+             f"partial_reason: expected a string or null, got {doc.get('partial_reason')!r}")
     gpus = doc.get("gpus")
     _require(isinstance(gpus, list), path, f"gpus: expected a list, got {gpus!r}")
     for i, g in enumerate(gpus):
@@ -159,6 +168,11 @@ def validate_checkpoint(doc: Any, path: str = "") -> dict[str, Any]:
         _require(_opt(g.get("index", 0), int), path, f"{where}.index: expected an integer or null")
         for key in ("uuid", "name", "error"):
             _require(_opt(g.get(key, 0), str), path, f"{where}.{key}: expected a string or null")
+        for key in ("errors", "skipped"):             # absent in older checkpoints
+            v = g.get(key, 0)
+            _require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, path,
+                     f"{where}.{key}: expected a count, got {v!r}")
+        _require(_opt(g.get("last_error"), str), path, f"{where}.last_error: expected a string or null")
         for key in ("mem_total_mib", "power_limit_w"):
             _require(_opt(g.get(key, ""), num), path, f"{where}.{key}: expected a number or null")
         _require(isinstance(g.get("lost"), bool), path, f"{where}.lost: expected a boolean")

@@ -21,6 +21,9 @@ CONTEXT_FORMAT = "piqc-context/1"
 MIN_PERIOD = 0.01
 """Smallest accepted interval (s): a corrupt context must not make a busy loop."""
 
+OPTIONAL = {"max_device_errors": 5}
+"""Keys added after the format's first release, with the value an older Prolog's context means."""
+
 
 @dataclass(frozen=True)
 class Context:
@@ -38,8 +41,9 @@ class Context:
     checkpoint_interval: float = 30.0
     timeline_bin: int = 60
     active_util: float = 5.0
-    orphan_check: float = 60.0
+    orphan_check: float = 30.0
     started: float = 0.0
+    max_device_errors: int = 5
     format: str = CONTEXT_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,17 +76,19 @@ def context_from_dict(doc: Any, path: str = "") -> Context:
     unknown = sorted(set(doc) - known)
     if unknown:
         raise bad(f"unknown key(s) {', '.join(unknown)}")
+    doc = {**OPTIONAL, **doc}
     missing = sorted(known - set(doc))
     if missing:
         raise bad(f"missing key(s) {', '.join(missing)}")
     for key in ("cluster", "node", "user"):
         if not isinstance(doc[key], str):
             raise bad(f"{key}: expected a string, got {doc[key]!r}")
-    for key in ("job_id", "restart_count", "uid", "timeline_bin"):
+    for key in ("job_id", "restart_count", "uid", "timeline_bin", "max_device_errors"):
         if not _is_int(doc[key]) or doc[key] < 0:
             raise bad(f"{key}: expected an integer >= 0, got {doc[key]!r}")
-    if doc["timeline_bin"] < 1:
-        raise bad(f"timeline_bin: expected an integer >= 1, got {doc['timeline_bin']!r}")
+    for key in ("timeline_bin", "max_device_errors"):
+        if doc[key] < 1:
+            raise bad(f"{key}: expected an integer >= 1, got {doc[key]!r}")
     gpus = doc["gpus"]
     if not isinstance(gpus, list) or not all(_is_int(g) and g >= 0 for g in gpus):
         raise bad(f"gpus: expected a list of device minor numbers, got {gpus!r}")

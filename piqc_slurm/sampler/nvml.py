@@ -7,9 +7,19 @@ never cost more than it observes:
 - A metric the device does not offer (NotSupported, and the alike
   NoPermission / FunctionNotFound): that field is None from then on and is
   not asked again; the rest of the device goes on.
-- Anything else on a device (GPU_IS_LOST, Unknown, ...): the device is
-  marked lost, logged once and skipped thereafter; what was aggregated so
-  far is kept by the caller.
+- A device that is gone for good (GPU_IS_LOST, GPU_NOT_FOUND,
+  RESET_REQUIRED, LIB_RM_VERSION_MISMATCH: nvml.h's words for a GPU that
+  fell off the bus, is not there, needs a reset or a driver that no longer
+  matches this process's library): the device is marked lost at once,
+  logged once and skipped thereafter; what was aggregated so far is kept by
+  the caller.
+- Any other error on a device (Unknown, Timeout, IrqIssue, Memory, ...) is
+  taken as a hiccup: the device is skipped for 1, 2, 4, ... reads (capped at
+  `backoff_cap`) and tried again; only `max_errors` failures in a row mark
+  it lost. Its DeviceInfo counts the errors (`errors`), the reads that
+  produced no sample because of them (`skipped`) and the last message
+  (`last_error`). A failure at open (enumeration, description) is retried
+  the same way on later reads.
 
 GPUs are matched to the job by minor number (nvmlDeviceGetMinorNumber), never
 by position: NVML's enumeration order is not /dev/nvidia<N> order.
@@ -51,8 +61,26 @@ _GPM_METRICS = (("NVML_GPM_METRIC_SM_UTIL", "sm_active"),
                 ("NVML_GPM_METRIC_DRAM_BW_UTIL", "dram_active"))
 
 
+MAX_ERRORS = 5
+"""Failures in a row after which a device that keeps failing counts as lost."""
+
+BACKOFF_CAP = 8
+"""Most reads a failing device is skipped for between two tries."""
+
+# pynvml error classes that mean the device is gone for good (see the module docstring).
+_FATAL_ERRORS = ("NVMLError_GpuIsLost", "NVMLError_GpuNotFound", "NVMLError_ResetRequired",
+                 "NVMLError_LibRmVersionMismatch")
+
+WARN_ERRORS = 10
+"""Errors per device logged as warnings; later ones at debug level (a flapping device must not flood syslog)."""
+
+
 class _Lost(Exception):
     """Internal: a per-device call failed in a way that ends the device."""
+
+
+class _Failed(Exception):
+    """Internal: a per-device call failed in a way worth retrying."""
 
 
 class _Gpm:
@@ -75,22 +103,34 @@ class NvmlSource:
 
     `nvml` is the pynvml module (injectable so unit tests can script error
     paths with pynvml's own exception classes); `clock` the monotonic clock
-    that spaces GPM samples.
+    that spaces GPM samples; `max_errors` the failures in a row that lose a
+    device, `backoff_cap` the most reads it is skipped for between tries.
     """
 
     def __init__(self, minors: Iterable[int], *, nvml: Any = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 max_errors: int = MAX_ERRORS, backoff_cap: int = BACKOFF_CAP):
         self._nvml = pynvml if nvml is None else nvml
         self._clock = clock
+        self._max_errors = max(1, int(max_errors))
+        self._backoff_cap = max(1, int(backoff_cap))
         self._gpm: dict[int, _Gpm] = {}
         self._minors = list(dict.fromkeys(int(m) for m in minors))
         self._devices: dict[int, DeviceInfo] = {m: DeviceInfo(minor=m) for m in self._minors}
         self._handles: dict[int, Any] = {}
         self._unsupported: dict[int, set[str]] = {m: set() for m in self._minors}
+        self._streak: dict[int, int] = {m: 0 for m in self._minors}     # failures in a row
+        self._skip: dict[int, int] = {m: 0 for m in self._minors}       # reads left to skip
+        self._undescribed: set[int] = set()        # found, but its description failed: retried
+        self._retry_indices: dict[int, str] = {}   # NVML index -> why it could not be read (retried)
+        self._unreadable: list[str] = []           # NVML indices gone for good, and why
+        self._count = 0
         self._open = False
         self.driver_version: str | None = None
         N = self._nvml
         self._soft = (N.NVMLError_NotSupported, N.NVMLError_NoPermission, N.NVMLError_FunctionNotFound)
+        self._fatal = tuple(c for c in (getattr(N, name, None) for name in _FATAL_ERRORS)
+                            if isinstance(c, type))
 
     @property
     def devices(self) -> Mapping[int, DeviceInfo]:
@@ -119,31 +159,75 @@ class NvmlSource:
         except Exception as e:  # noqa: BLE001
             self.close()
             raise NvmlUnavailable(f"nvmlDeviceGetCount failed: {e}") from e
-        failures: list[str] = []
+        self._count = count
         for index in range(count):
             try:
-                handle = N.nvmlDeviceGetHandleByIndex(index)
-                minor = int(N.nvmlDeviceGetMinorNumber(handle))
-            except Exception as e:  # noqa: BLE001 - a broken device must not stop the others
-                failures.append(f"index {index}: {e}")
-                continue
-            dev = self._devices.get(minor)
-            if dev is None or minor in self._handles:
-                continue
-            self._handles[minor] = handle
-            dev.index = index
-            try:
-                self._describe(dev, handle)
-            except _Lost as e:
-                self._mark_lost(dev, str(e))
-            else:
-                self._gpm_open(dev, handle)
+                minor = self._map_index(index)
+                if minor is not None:
+                    self._take_on(self._devices[minor])
+            except _Failed as e:   # worth another try: the minor may be one of ours
+                self._retry_indices[index] = str(e)
+            except _Lost as e:     # a broken device must not stop the others
+                self._unreadable.append(f"index {index}: {e}")
         for minor, dev in self._devices.items():
-            if minor not in self._handles and not dev.lost:
-                why = f"minor {minor} not found among {count} NVML devices"
-                if failures:
-                    why += " (unreadable: " + "; ".join(failures) + ")"
-                self._mark_lost(dev, why)
+            if minor in self._handles or dev.lost:
+                continue
+            if self._retry_indices:
+                self._failed(dev, self._not_found(minor), read=False)
+            else:
+                self._mark_lost(dev, self._not_found(minor))
+
+    def _not_found(self, minor: int) -> str:
+        why = f"minor {minor} not found among {self._count} NVML devices"
+        if self._retry_indices:
+            why += " (failing: " + "; ".join(f"index {i}: {e}" for i, e in self._retry_indices.items()) + ")"
+        if self._unreadable:
+            why += " (unreadable: " + "; ".join(self._unreadable) + ")"
+        return why
+
+    def _map_index(self, index: int) -> int | None:
+        """Look NVML device `index` up; the minor when it is one of the job's not yet found, else None."""
+        N = self._nvml
+        try:
+            handle = N.nvmlDeviceGetHandleByIndex(index)
+            minor = int(N.nvmlDeviceGetMinorNumber(handle))
+        except Exception as e:  # noqa: BLE001 - classified: gone for good, or worth a retry
+            raise (_Lost if isinstance(e, self._fatal) else _Failed)(f"{type(e).__name__}: {e}") from e
+        dev = self._devices.get(minor)
+        if dev is None or minor in self._handles:
+            return None
+        self._handles[minor] = handle
+        dev.index = index
+        self._undescribed.add(minor)
+        return minor
+
+    def _take_on(self, dev: DeviceInfo) -> None:
+        """At open: describe a found device and set GPM up; a failure to describe is retried later."""
+        try:
+            self._describe(dev, self._handles[dev.minor])
+        except _Lost as e:
+            self._mark_lost(dev, str(e))
+        except _Failed as e:
+            self._failed(dev, str(e), read=False)
+        else:
+            self._undescribed.discard(dev.minor)
+            self._gpm_open(dev, self._handles[dev.minor])
+
+    def _find(self, dev: DeviceInfo) -> None:
+        """Retry the NVML indices that failed at open until dev's minor turns up; _Failed while
+        some index still fails, _Lost when none is left to try."""
+        for index in list(self._retry_indices):
+            try:
+                self._map_index(index)
+            except _Failed as e:
+                self._retry_indices[index] = str(e)
+                continue
+            except _Lost as e:
+                self._unreadable.append(f"index {index}: {e}")
+            del self._retry_indices[index]
+            if dev.minor in self._handles:
+                return
+        raise (_Failed if self._retry_indices else _Lost)(self._not_found(dev.minor))
 
     def close(self) -> None:
         for minor in list(self._gpm):
@@ -158,7 +242,8 @@ class NvmlSource:
     # ---- per-device calls ----
 
     def _call(self, dev: DeviceInfo, what: str, fn: Any, *args: Any) -> Any:
-        """fn(*args), or None when the device does not support it; _Lost otherwise."""
+        """fn(*args), or None when the device does not support it; _Lost when the
+        device is gone for good, _Failed for any other error."""
         unsupported = self._unsupported[dev.minor]
         if what in unsupported:
             return None
@@ -169,7 +254,7 @@ class NvmlSource:
             log.info("GPU minor %d: %s not available (%s); reported as absent", dev.minor, what, e)
             return None
         except Exception as e:  # noqa: BLE001 - see module docstring
-            raise _Lost(f"{what}: {type(e).__name__}: {e}") from e
+            raise (_Lost if isinstance(e, self._fatal) else _Failed)(f"{what}: {type(e).__name__}: {e}") from e
 
     def _describe(self, dev: DeviceInfo, h: Any) -> None:
         N = self._nvml
@@ -187,6 +272,42 @@ class NvmlSource:
             dev.lost, dev.error = True, why
             log.warning("GPU minor %d: lost, no longer sampled: %s", dev.minor, why)
         self._gpm_free(dev.minor)
+
+    def _failed(self, dev: DeviceInfo, why: str, *, read: bool = True) -> None:
+        """A failure worth retrying: count it, back off, or lose the device after max_errors in a row."""
+        m = dev.minor
+        dev.errors += 1
+        dev.last_error = why
+        if read:
+            dev.skipped += 1
+        self._streak[m] += 1
+        n = self._streak[m]
+        if n >= self._max_errors:
+            self._mark_lost(dev, f"{n} NVML errors in a row, last: {why}")
+            return
+        self._skip[m] = min(1 << (n - 1), self._backoff_cap)
+        level = logging.WARNING if dev.errors <= WARN_ERRORS else logging.DEBUG
+        log.log(level, "GPU minor %d: NVML error %d in a row (%s); skipped for %d read(s), lost after %d in a row%s",
+                m, n, why, self._skip[m], self._max_errors,
+                "; further errors of this GPU logged at debug level" if dev.errors == WARN_ERRORS else "")
+
+    def _recovered(self, dev: DeviceInfo) -> None:
+        n = self._streak[dev.minor]
+        if n:
+            self._streak[dev.minor] = 0
+            log.log(logging.INFO if dev.errors <= WARN_ERRORS else logging.DEBUG,
+                    "GPU minor %d: readable again after %d error(s) in a row (%d in all, %d sample(s) skipped)",
+                    dev.minor, n, dev.errors, dev.skipped)
+
+    def _ready(self, dev: DeviceInfo) -> Any:
+        """The device's handle once it is found and described (retrying what failed before)."""
+        if dev.minor not in self._handles:
+            self._find(dev)
+        if dev.minor in self._undescribed:
+            self._describe(dev, self._handles[dev.minor])
+            self._undescribed.discard(dev.minor)
+            self._gpm_open(dev, self._handles[dev.minor])
+        return self._handles[dev.minor]
 
     # ---- GPM ----
 
@@ -251,12 +372,18 @@ class NvmlSource:
         return out
 
     def read(self, minor: int) -> Sample | None:
-        """Read every metric of one GPU; None once the device is lost."""
+        """Read every metric of one GPU; None once the device is lost, and for a
+        read skipped or failed while a failing device is retried."""
         dev = self._devices[minor]
         if dev.lost:
             return None
-        N, h = self._nvml, self._handles[minor]
+        if self._skip[minor] > 0:
+            self._skip[minor] -= 1
+            dev.skipped += 1
+            return None
+        N = self._nvml
         try:
+            h = self._ready(dev)
             rates = self._call(dev, "utilization", N.nvmlDeviceGetUtilizationRates, h)
             mem = self._call(dev, "memory", N.nvmlDeviceGetMemoryInfo, h)
             power = self._call(dev, "power", N.nvmlDeviceGetPowerUsage, h)
@@ -267,6 +394,10 @@ class NvmlSource:
         except _Lost as e:
             self._mark_lost(dev, str(e))
             return None
+        except _Failed as e:
+            self._failed(dev, str(e))
+            return None
+        self._recovered(dev)
         gpm = self._gpm_read(minor, h)
         return Sample(
             util=None if rates is None else float(rates.gpu),
@@ -280,9 +411,9 @@ class NvmlSource:
         )
 
     def processes(self, minor: int) -> list[int] | None:
-        """Pids of compute processes; None when lost or not supported (unknown, not "none")."""
+        """Pids of compute processes; None when lost, not supported or failing (unknown, not "none")."""
         dev = self._devices[minor]
-        if dev.lost:
+        if dev.lost or self._skip[minor] > 0 or minor not in self._handles or minor in self._undescribed:
             return None
         try:
             procs = self._call(dev, "processes", self._nvml.nvmlDeviceGetComputeRunningProcesses,
@@ -290,4 +421,8 @@ class NvmlSource:
         except _Lost as e:
             self._mark_lost(dev, str(e))
             return None
+        except _Failed as e:
+            self._failed(dev, str(e), read=False)
+            return None
+        self._recovered(dev)
         return None if procs is None else [int(p.pid) for p in procs]

@@ -103,27 +103,50 @@ def stepd_pids(job_id: int, proc_root: str = "/proc") -> list[int]:
     return sorted(found)
 
 
+def _step_of(cmdline: bytes, job_id: int) -> bytes:
+    """The step name in a slurmstepd title of `job_id` (`batch`, `extern`, `0`; b"" for `[<job>]`)."""
+    rest = cmdline[len(b"slurmstepd: [%d" % job_id):]
+    return rest[1:].split(b"]", 1)[0] if rest.startswith(b".") else b""
+
+
 class JobWatch:
-    """Whether a job still has a slurmstepd, checked cheaply on repeat.
+    """Whether a job is still running on this node, by its slurmstepds, checked cheaply on repeat.
+
+    A batch job ends when its batch step does: the extern step's slurmstepd
+    (PrologFlags=Alloc/Contain) lives on until slurmd ends the job, and with
+    slurmd dead it would live for ever. So once a `[<job>.batch]` was seen,
+    the extern stepd alone does not keep the job alive; a job without a batch
+    step (salloc) is alive while any stepd of it is.
 
     The first check scans /proc; later ones re-read the cmdline of the
-    slurmstepd found last time and scan only when it is gone (the extern or
-    batch step lives as long as the job), so a check is one small read in
-    the common case rather than a read per process on the node.
+    slurmstepd found last time and scan only when it is gone, so a check is one
+    small read in the common case rather than a read per process on the node.
     """
 
     def __init__(self, job_id: int, proc_root: str = "/proc"):
         self.job_id, self.proc_root = job_id, proc_root
         self._last: int | None = None
+        self._batch_seen = False
+
+    def _keeps_alive(self, step: bytes) -> bool:
+        return step != b"extern" or not self._batch_seen
 
     def __call__(self) -> bool:
         if self._last is not None:
             cmdline = _read(os.path.join(self.proc_root, str(self._last), "cmdline"))
-            if cmdline and is_stepd_of(cmdline, self.job_id):
+            if cmdline and is_stepd_of(cmdline, self.job_id) and self._keeps_alive(_step_of(cmdline, self.job_id)):
                 return True
-        pids = stepd_pids(self.job_id, self.proc_root)
-        self._last = pids[0] if pids else None
-        return bool(pids)
+        steps = {}
+        for pid in stepd_pids(self.job_id, self.proc_root):
+            cmdline = _read(os.path.join(self.proc_root, str(pid), "cmdline")) or b""
+            steps[pid] = _step_of(cmdline, self.job_id)
+        if b"batch" in steps.values():
+            self._batch_seen = True
+        live = [pid for pid, step in steps.items() if self._keeps_alive(step)]
+        # re-read a step that outlives the others next time: the batch step, else any but extern
+        live.sort(key=lambda pid: (steps[pid] != b"batch", steps[pid] == b"extern", pid))
+        self._last = live[0] if live else None
+        return bool(live)
 
 
 def job_alive(job_id: int, proc_root: str = "/proc") -> bool:

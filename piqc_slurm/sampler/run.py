@@ -33,6 +33,7 @@ from piqc_slurm.sampler.aggregate import GpuAggregate, TimelineBinner
 from piqc_slurm.sampler.checkpoint import (
     CHECKPOINT_NAME,
     CONTEXT_NAME,
+    NO_EPILOG,
     PID_NAME,
     REASON_ALL_LOST,
     REASON_JOB_GONE,
@@ -56,6 +57,11 @@ log = logging.getLogger("piqc-slurm.sampler")
 
 ORPHAN_GRACE = 300.0
 """Seconds after start within which a slurmstepd of the job must have been seen."""
+FIRST_JOB_LOOK = 3.0
+"""Seconds after start of the first look for the job's slurmstepds (then every orphan_check)."""
+
+BACKOFF_SECONDS = 60.0
+"""About the longest a failing GPU goes unread between two tries (see main)."""
 
 PID_CACHE_MAX = 4096
 """Pid-to-job answers kept between process checks (bounds memory on busy nodes)."""
@@ -144,6 +150,8 @@ class Sampler:
         self._wall0 = 0.0
         self._stepd_seen = False
         self._stepd_missing = 0
+        self._gone_at: float | None = None      # monotonic time the job was first seen gone
+        self._orphan_why = ""
         self._pid_jobs: dict[int, int | None] = {}
 
     # ---- control ----
@@ -198,7 +206,9 @@ class Sampler:
             return REASON_NO_GPUS
         t0 = self._m0
         next_sample = next_proc = next_ckpt = t0          # first checkpoint right away
-        next_orphan = t0 + c.orphan_check
+        # a first look soon after start: a job whose batch step ends before the first regular
+        # check would otherwise never be known to have had one (procs.JobWatch)
+        next_orphan = t0 + min(FIRST_JOB_LOOK, c.orphan_check)
         while self.stop_reason is None:
             now = clock.monotonic()
             if now >= next_sample:
@@ -225,7 +235,23 @@ class Sampler:
 
     def _finish(self, reason: str) -> None:
         log.info("job %d: sampler done (%s)", self.ctx.job_id, reason)
-        self._checkpoint(self.clock.monotonic(), final=True, reason=reason)
+        now = self.clock.monotonic()
+        if reason != REASON_JOB_GONE:
+            self._checkpoint(now, final=True, reason=reason)
+            return
+        # No Epilog came: say so in the checkpoint, and spool the summary the Epilog would have.
+        why = f"{NO_EPILOG} ({self._orphan_why})"
+        doc = self._checkpoint(now, final=True, reason=reason, partial_reason=why)
+        ended = self._epoch(self._gone_at if self._gone_at is not None else now)
+        try:
+            from piqc_slurm.sampler.orphan import spool_summary
+
+            key = spool_summary(self.run_dir, doc, ended=ended, reason=why)
+        except Exception as e:  # noqa: BLE001 - the checkpoint is written; exit cleanly anyway
+            log.error("job %d: %s; cannot spool its summary: %s: %s", self.ctx.job_id, why, type(e).__name__, e)
+            return
+        if key is not None:
+            log.warning("job %d: %s; partial summary spooled to the outbox as %s", self.ctx.job_id, why, key)
 
     def _epoch(self, mono: float) -> float:
         # One wall-clock reading at start, then monotonic: bins never jump
@@ -242,7 +268,10 @@ class Sampler:
             s = self.source.read(minor)
             if s is None:
                 continue
-            self.aggs[minor].add(now, s)
+            agg = self.aggs[minor]
+            if agg.power_limit_w is None and dev.power_limit_w is not None:   # described late (retried)
+                agg.power_limit_w = _limit(dev.power_limit_w)
+            agg.add(now, s)
             self.binner.add(epoch, minor, s)
 
     def _job_of(self, pid: int, fresh: dict[int, int | None]) -> int | None:
@@ -281,10 +310,16 @@ class Sampler:
             return False
         if self._stepd_seen:
             self._stepd_missing += 1
+            if self._stepd_missing == 1:
+                self._gone_at = now
+            self._orphan_why = (f"its slurmstepd gone at {self._stepd_missing} checks "
+                                f"{self.ctx.orphan_check:g}s apart")
             return self._stepd_missing >= 2
+        self._orphan_why = f"no slurmstepd of the job seen within {self.orphan_grace:g}s of start"
         return now - self._m0 >= self.orphan_grace
 
-    def _checkpoint(self, now: float, *, final: bool, reason: str | None = None) -> None:
+    def _checkpoint(self, now: float, *, final: bool, reason: str | None = None,
+                    partial_reason: str | None = None) -> dict:
         epoch = self._epoch(now)
         bins = self.binner.flush_all() if final else self.binner.flush_closed(epoch)
         try:
@@ -297,11 +332,12 @@ class Sampler:
             driver_version=getattr(self.source, "driver_version", None),
             interval=self.ctx.interval,
             gpus=[(dev, self.aggs[m]) for m, dev in self.source.devices.items()],
-            timeline_bins=self.timeline_bins)
+            timeline_bins=self.timeline_bins, partial_reason=partial_reason)
         try:
             write_checkpoint(self.run_dir / CHECKPOINT_NAME, doc)
         except OSError as e:   # a full disk must not kill the sampler; try again next time
             log.error("job %d: cannot write the checkpoint: %s", self.ctx.job_id, e)
+        return doc
 
 
 # ---- the process ----
@@ -332,10 +368,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ContextError as e:
         log.error("sampler not started: %s", e)
         return 2
-    from piqc_slurm.sampler.nvml import NvmlSource  # pynvml only where it is needed
+    from piqc_slurm.sampler.nvml import BACKOFF_CAP, NvmlSource  # pynvml only where it is needed
 
     clock = SystemClock()
-    sampler = Sampler(ctx, NvmlSource(ctx.gpus), run_dir, clock=clock,
+    # A failing GPU is skipped for at most BACKOFF_CAP samples and about a minute between tries.
+    backoff_cap = max(1, min(BACKOFF_CAP, round(BACKOFF_SECONDS / ctx.interval)))
+    source = NvmlSource(ctx.gpus, max_errors=ctx.max_device_errors, backoff_cap=backoff_cap)
+    sampler = Sampler(ctx, source, run_dir, clock=clock,
                       job_alive=JobWatch(ctx.job_id), job_of_pid=job_of_pid)
 
     def on_signal(signum: int, _frame: object) -> None:

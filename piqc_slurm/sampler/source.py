@@ -20,6 +20,11 @@ class DeviceInfo:
 
     Keyed by the device MINOR number (/dev/nvidia<minor>, what Slurm's gres
     hands out): NVML's index and the minor can differ on real nodes.
+
+    `lost` with `error`: the device is no longer read. `errors` counts NVML
+    failures that were retried (a device that recovered has errors > 0 and
+    lost false), `skipped` the reads that gave no sample because of them
+    (failed, or skipped while backing off), `last_error` the latest message.
     """
 
     minor: int
@@ -30,6 +35,9 @@ class DeviceInfo:
     power_limit_w: float | None = None
     lost: bool = False
     error: str | None = None
+    errors: int = 0
+    skipped: int = 0
+    last_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +58,7 @@ class GpuSource(Protocol):
         ...
 
     def read(self, minor: int) -> Sample | None:
-        """One reading; None when the device is lost (its DeviceInfo says why)."""
+        """One reading; None when the device is lost or failing (its DeviceInfo says why)."""
         ...
 
     def processes(self, minor: int) -> list[int] | None:

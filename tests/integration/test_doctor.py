@@ -16,6 +16,9 @@ def doctor(cluster, **env):
 
 
 def test_doctor_all_ok_on_the_test_cluster(cluster):
+    init = subprocess.run([sys.executable, "-m", "piqc_slurm", "db", "init"], capture_output=True, text=True,
+                          env=cluster.root_env())  # the cluster's store (idempotent): doctor creates none
+    assert init.returncode == 0, init.stderr
     r = doctor(cluster)
     assert r.returncode == 0, r.stdout + r.stderr
     for name in ("nvml", "spool", "hooks", "spank", "store", "sacct"):

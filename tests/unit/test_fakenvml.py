@@ -417,6 +417,77 @@ def test_faults_from_config_and_env_both_apply(fake: Fake) -> None:
     assert out == ["lost", "ok", "ok", "lost"]
 
 
+# Queries minor 1 (NVML index 1) `n` times; each entry: "ok" or the pynvml error class.
+FLAKY_QUERIES = """
+def q():
+    try:
+        pynvml.nvmlDeviceGetUtilizationRates(h)
+        return "ok"
+    except pynvml.NVMLError as e:
+        return type(e).__name__
+pynvml.nvmlInit()
+h = pynvml.nvmlDeviceGetHandleByIndex(1)
+other = pynvml.nvmlDeviceGetHandleByIndex(0)
+"""
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("where", "switch", "error"), [
+    ("env", "flaky:1:3", "NVMLError_Unknown"),
+    ("config", "flaky:1:3", "NVMLError_Unknown"),
+    ("env", "flaky:1:3:10", "NVMLError_Timeout"),
+])
+def test_fault_flaky_fails_count_queries_then_works(fake: Fake, where: str, switch: str, error: str) -> None:
+    env = fake.env(FAKENVML_FAULT=switch) if where == "env" else fake.env()
+    if where == "config":
+        fake.write_config(f"fault {switch}")
+    out = nvml(fake, FLAKY_QUERIES + """
+out = {"first": [q() for _ in range(5)], "other": pynvml.nvmlDeviceGetUtilizationRates(other).gpu}
+pynvml.nvmlShutdown()
+pynvml.nvmlInit()                          # a new session arms the switch again
+h = pynvml.nvmlDeviceGetHandleByIndex(1)
+out["again"] = [q() for _ in range(4)]
+""", env=env)
+    assert out == {"first": [error] * 3 + ["ok"] * 2, "other": 0, "again": [error] * 3 + ["ok"]}
+
+
+@pytest.mark.unit
+def test_flaky_file_arms_once_per_process_and_again_when_rewritten(fake: Fake) -> None:
+    flaky = fake.state_dir / "gpu1.flaky"
+    out = nvml(fake, FLAKY_QUERIES + f"""
+path = {str(flaky)!r}
+out = {{"before": [q() for _ in range(2)]}}
+with open(path, "w") as f:
+    f.write("2\\n")
+out["armed"] = [q() for _ in range(4)]       # the file stays: armed once, not for ever
+time.sleep(0.02)
+with open(path, "w") as f:
+    f.write("1 15  # GPU_IS_LOST once\\n")
+out["rewritten"] = [q() for _ in range(3)]
+time.sleep(0.02)
+with open(path, "w") as f:
+    f.write("two\\n")
+out["garbage"] = [q() for _ in range(2)]
+os.unlink(path)
+out["removed"] = [q() for _ in range(2)]
+""")
+    assert out == {"before": ["ok", "ok"], "armed": ["NVMLError_Unknown"] * 2 + ["ok"] * 2,
+                   "rewritten": ["NVMLError_GpuIsLost", "ok", "ok"], "garbage": ["ok", "ok"],
+                   "removed": ["ok", "ok"]}
+    # each process counts its own failures: a new one sees an existing file fail it afresh
+    flaky.write_text("1\n")
+    out = nvml(fake, FLAKY_QUERIES + "out = [q() for _ in range(2)]")
+    assert out == ["NVMLError_Unknown", "ok"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("switch", ["flaky:1", "flaky:x:2", "flaky:1:2:0", "flaky:1:2:1000", "flaky:1:-1"])
+def test_bad_flaky_switch_fails_init(fake: Fake, switch: str) -> None:
+    r = nvml(fake, INIT_ERROR, env=fake.env(FAKENVML_FAULT=switch), expect_ok=False)
+    assert r.stdout.strip().endswith('"NVMLError_Unknown"'), (switch, r.stdout)
+    assert "FAKENVML_FAULT" in r.stderr
+
+
 @pytest.mark.unit
 def test_bad_fault_env_fails_init(fake: Fake) -> None:
     r = nvml(fake, INIT_ERROR, env=fake.env(FAKENVML_FAULT="gpu_melted"), expect_ok=False)
@@ -656,6 +727,25 @@ def test_workload_refuses_a_gpu_a_live_workload_holds(fake: Fake) -> None:
 
 
 @pytest.mark.unit
+def test_an_alternate_state_file_is_read_when_the_main_one_is_stale(fake: Fake) -> None:
+    gone = subprocess.Popen(["true"])            # a pid that has exited (and "start 1": never it)
+    gone.wait()
+    # minor 1: stale main file (dead pid, wrong start), a live alternate of uid 4321
+    (fake.state_dir / "gpu1.state").write_text(f"pid {gone.pid}\nstart 1\nutil 90\n")
+    (fake.state_dir / "gpu1.state.4321").write_text(f"pid {os.getpid()}\nutil 44\nprocess 1\n")
+    # minor 0: a live main file wins over a live alternate
+    (fake.state_dir / "gpu0.state").write_text(f"pid {os.getpid()}\nutil 11\n")
+    (fake.state_dir / "gpu0.state.4321").write_text(f"pid {os.getpid()}\nutil 22\n")
+    # minor 3: no main file, a live alternate; minor 2: only a stale alternate and a foreign name
+    (fake.state_dir / "gpu3.state.77").write_text(f"pid {os.getpid()}\nutil 33\n")
+    (fake.state_dir / "gpu2.state.77").write_text(f"pid {gone.pid}\nstart 1\nutil 66\n")
+    (fake.state_dir / "gpu2.state.x").write_text(f"pid {os.getpid()}\nutil 55\n")
+    snap = snapshot(fake)
+    assert {m: snap[m]["util"] for m in (0, 1, 2, 3)} == {0: 11, 1: 44, 2: 0, 3: 33}
+    assert snap[1]["procs"] == [[os.getpid(), 0]]
+
+
+@pytest.mark.unit
 def test_workload_help_explains_usage() -> None:
     r = subprocess.run([*workload_argv(), "--help"], check=False, capture_output=True,
                        text=True, timeout=30)
@@ -684,12 +774,33 @@ def test_unprivileged_user_and_stale_file_of_another_user(built: tuple[Path, str
             proc.terminate()
             assert proc.wait(timeout=10) == 128 + signal.SIGTERM
         assert not (state / "gpu0.state").exists()
-        # A stale (dead pid) state file owned by root cannot be replaced in a sticky dir.
-        (state / "gpu1.state").write_text("pid 999999999\nutil 50\n")
+
+        # A root job killed by SIGKILL leaves a root-owned state file with a dead pid; in the
+        # sticky dir an ordinary user can neither replace nor remove it. It must not block the
+        # next job: the user's workload publishes under its own name and the driver reads it.
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        stale = state / "gpu1.state"
+        stale.write_text(f"# left by a killed root job\npid {gone.pid}\nstart 1\nutil 50\n")
+        assert stale.stat().st_uid == 0 and snapshot(f)[1]["util"] == 0
+        with workload(f, load, "--minors", "1", **nobody) as proc:
+            snap = poll(lambda: snapshot(f), lambda s: s[1]["util"] == 33)
+            assert snap[1]["procs"] == [[proc.pid, 0]]
+            alt = state / "gpu1.state.65534"
+            assert alt.stat().st_uid == 65534 and stale.stat().st_uid == 0
+            # the GPU is busy for everyone else, root included, while the alternate is live
+            r = run_workload(f, "--minors", "1", "--seconds", "1", "--load", json.dumps(load))
+            assert r.returncode == 1 and "GPU minor 1 is busy" in r.stderr, r.stderr
+            assert snapshot(f)[1]["util"] == 33
+            proc.terminate()
+            assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+            assert proc.stderr and "publishing in" in proc.stderr.read()
+        assert not alt.exists() and stale.exists()
         assert snapshot(f)[1]["util"] == 0
-        r = run_workload(f, "--minors", "1", "--seconds", "1", "--load", json.dumps(load),
-                         **nobody)
-        assert r.returncode == 1 and "owned by uid 0" in r.stderr, r.stderr
+        # root replaces the stale file in place (root may), as before
+        r = run_workload(f, "--minors", "1", "--seconds", "0.6", "--load", json.dumps(load))
+        assert r.returncode == 0, r.stderr
+        assert not stale.exists()
         assert stat.S_IMODE(state.stat().st_mode) == 0o1777
     finally:
         shutil.rmtree(top, ignore_errors=True)

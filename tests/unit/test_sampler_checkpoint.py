@@ -59,8 +59,10 @@ def test_context_round_trip(tmp_path: Path) -> None:
     path.write_text(json.dumps(CONTEXT))
     ctx = load_context(path)
     assert ctx.gpus == (0, 3) and ctx.interval == 1.0 and isinstance(ctx.interval, float)
-    assert json.loads(ctx.to_json()) == {**CONTEXT, "interval": 1.0}
+    # max_device_errors came later: a context without it (an older Prolog's) means 5
+    assert json.loads(ctx.to_json()) == {**CONTEXT, "interval": 1.0, "max_device_errors": 5}
     assert context_from_dict(json.loads(ctx.to_json())) == ctx
+    assert context_from_dict({**CONTEXT, "max_device_errors": 2}).max_device_errors == 2
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -73,6 +75,8 @@ def test_context_round_trip(tmp_path: Path) -> None:
     ({"interval": 0}, "interval"),
     ({"process_interval": -1}, "process_interval"),
     ({"timeline_bin": 0}, "timeline_bin"),
+    ({"max_device_errors": 0}, "max_device_errors"),
+    ({"max_device_errors": 2.5}, "max_device_errors"),
     ({"active_util": 101}, "active_util"),
     ({"started": None}, "started"),
     ({"user": 5}, "user"),
@@ -100,11 +104,13 @@ def test_context_missing_key_and_file(tmp_path: Path) -> None:
 def test_checkpoint_shape_exactly() -> None:
     doc = checkpoint_doc()
     assert list(doc) == ["format", "job_id", "started", "updated", "final", "exit_reason", "nvml",
-                         "interval", "gpus", "timeline_bins"]
+                         "interval", "gpus", "timeline_bins", "partial_reason"]
+    assert doc["partial_reason"] is None
     assert doc["format"] == CHECKPOINT_FORMAT == "piqc-checkpoint/1"
     assert list(doc["nvml"]) == ["ok", "error", "driver_version"]
     assert [list(g) for g in doc["gpus"]] == [["minor", "index", "uuid", "name", "mem_total_mib",
-                                               "power_limit_w", "lost", "error", "agg"]] * 2
+                                               "power_limit_w", "lost", "error", "errors", "skipped",
+                                               "last_error", "agg"]] * 2
     assert doc["gpus"][0]["agg"]["energy_j"] == 120.0
 
 
@@ -145,6 +151,10 @@ def mutated(fn) -> dict[str, Any]:
     (mutated(lambda d: d["gpus"][1].update(minor=None)), r"gpus\[1\].minor"),
     (mutated(lambda d: d["gpus"][0]["agg"].update(util_hist_ms=[1])), r"gpus\[0\].agg: .*util_hist_ms"),
     (mutated(lambda d: d.update(updated=float("nan"))), "updated"),
+    (mutated(lambda d: d.update(partial_reason=1)), "partial_reason"),
+    (mutated(lambda d: d["gpus"][0].update(errors=-1)), r"gpus\[0\].errors"),
+    (mutated(lambda d: d["gpus"][0].update(skipped="3")), r"gpus\[0\].skipped"),
+    (mutated(lambda d: d["gpus"][1].update(last_error=7)), r"gpus\[1\].last_error"),
     ([], "not a JSON object"),
 ])
 def test_validate_rejects(doc: Any, message: str) -> None:
@@ -154,6 +164,16 @@ def test_validate_rejects(doc: Any, message: str) -> None:
 
 def test_unknown_extra_keys_are_tolerated() -> None:
     doc = mutated(lambda d: d.update(future_field=1))
+    assert validate_checkpoint(doc) is doc
+
+
+def test_a_checkpoint_from_before_the_error_counts_is_valid() -> None:
+    def old(d: dict[str, Any]) -> None:
+        d.pop("partial_reason")
+        for g in d["gpus"]:
+            for key in ("errors", "skipped", "last_error"):
+                g.pop(key)
+    doc = mutated(old)
     assert validate_checkpoint(doc) is doc
 
 
@@ -232,5 +252,5 @@ def test_context_dataclass_defaults_match_config_defaults() -> None:
     assert isinstance(sampler, dict)
     ctx = Context(cluster="", job_id=1, restart_count=0, node="", uid=0, user="", gpus=())
     for key in ("interval", "process_interval", "checkpoint_interval", "timeline_bin", "active_util",
-                "orphan_check"):
+                "orphan_check", "max_device_errors"):
         assert getattr(ctx, key) == sampler[key].default, key

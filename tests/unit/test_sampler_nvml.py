@@ -51,8 +51,10 @@ class FakeNvml:
 
     def __init__(self, minors: list[int], *, init_error: Exception | None = None,
                  fail: dict[tuple[str, int], Exception] | None = None, names_as_bytes: bool = False,
-                 gpm: dict[int, dict[int, float | int]] | None = None):
+                 gpm: dict[int, dict[int, float | int]] | None = None,
+                 fail_n: dict[tuple[str, int], tuple[Exception, int]] | None = None):
         self.minors, self.init_error, self.fail = minors, init_error, fail or {}
+        self.fail_n = dict(fail_n or {})      # (function, minor) -> (exception, how many more calls fail)
         self.names_as_bytes = names_as_bytes
         self.gpm = gpm or {}
         self.calls: list[tuple[str, int]] = []
@@ -69,6 +71,10 @@ class FakeNvml:
         err = self.fail.get((fn, h))
         if err is not None:
             raise err
+        left = self.fail_n.get((fn, h))
+        if left is not None and left[1] > 0:
+            self.fail_n[(fn, h)] = (left[0], left[1] - 1)
+            raise left[0]
 
     def nvmlInit(self) -> None:
         if self.init_error:
@@ -226,19 +232,136 @@ def test_unsupported_metric_is_absent_and_not_asked_again(error: type) -> None:
     assert not src.devices[0].lost
 
 
-@pytest.mark.parametrize("error", [pynvml.NVMLError_GpuIsLost, pynvml.NVMLError_Unknown,
-                                   pynvml.NVMLError_Timeout, ValueError])
-def test_other_errors_lose_the_device_once(error: type, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("error", [pynvml.NVMLError_GpuIsLost, pynvml.NVMLError_GpuNotFound,
+                                   pynvml.NVMLError_ResetRequired, pynvml.NVMLError_LibRmVersionMismatch])
+def test_gone_for_good_errors_lose_the_device_at_once(error: type, caplog: pytest.LogCaptureFixture) -> None:
     nv = FakeNvml([0, 1], fail={("clock", 1): err(error)})
     src = NvmlSource([0, 1], nvml=nv)
     src.open()
     with caplog.at_level(logging.WARNING, logger="piqc-slurm.sampler"):
         assert src.read(1) is None
         assert src.read(1) is None and src.processes(1) is None
-    assert src.devices[1].lost and "SM clock" in (src.devices[1].error or "")
+    d = src.devices[1]
+    assert d.lost and "SM clock" in (d.error or "") and error.__name__ in (d.error or "")
+    assert (d.errors, d.skipped) == (0, 0)        # not a retried error: lost at the first
     assert sum("lost" in r.getMessage() for r in caplog.records) == 1
     assert nv.calls.count(("util", 1)) == 1       # skipped thereafter
     assert src.read(0) is not None                # the others go on
+
+
+# The reads (0, 1, 2, ...) that try a device failing on every call, skipping 1, 2, 4, 8 reads
+# after the 1st, 2nd, 3rd, 4th failure: 0, 0+1+1, 2+2+1, 5+4+1, 10+8+1.
+TRIED_UNTIL_LOST = [0, 2, 5, 10, 19]
+
+
+@pytest.mark.parametrize("error", [pynvml.NVMLError_Unknown, pynvml.NVMLError_Timeout,
+                                   pynvml.NVMLError_IrqIssue, ValueError])
+def test_other_errors_are_retried_with_backoff_and_lose_the_device_after_max_errors(
+        error: type, caplog: pytest.LogCaptureFixture) -> None:
+    nv = FakeNvml([0, 1], fail={("clock", 1): err(error)})
+    src = NvmlSource([0, 1], nvml=nv, max_errors=5)
+    src.open()
+    tried = []
+    with caplog.at_level(logging.INFO, logger="piqc-slurm.sampler"):
+        for i in range(30):
+            before = nv.calls.count(("util", 1))
+            assert src.read(1) is None
+            if nv.calls.count(("util", 1)) > before:
+                tried.append(i)
+            if i < 19:
+                assert not src.devices[1].lost, i
+            assert src.read(0) is not None          # the other device is read every time
+    assert tried == TRIED_UNTIL_LOST
+    d = src.devices[1]
+    assert d.lost and d.error and d.error.startswith("5 NVML errors in a row, last: SM clock: ")
+    assert (d.errors, d.skipped) == (5, 20)         # reads 0..19 gave no sample
+    assert "SM clock" in (d.last_error or "")
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("skipped for" in m for m in msgs) == 4 and sum("lost, no longer" in m for m in msgs) == 1
+
+
+def test_backoff_is_capped() -> None:
+    nv = FakeNvml([0], fail={("util", 0): err(pynvml.NVMLError_Unknown)})
+    src = NvmlSource([0], nvml=nv, max_errors=100, backoff_cap=4)
+    src.open()
+    tried = []
+    for i in range(30):
+        before = nv.calls.count(("util", 0))
+        src.read(0)
+        if nv.calls.count(("util", 0)) > before:
+            tried.append(i)
+    # skips of 1, 2, 4, then 4 (the cap) between tries
+    assert tried == [0, 2, 5, 10, 15, 20, 25]
+    assert not src.devices[0].lost and src.devices[0].errors == 7
+
+
+def test_a_device_that_recovers_is_sampled_again(caplog: pytest.LogCaptureFixture) -> None:
+    nv = FakeNvml([0, 1], fail_n={("util", 1): (err(pynvml.NVMLError_Unknown), 2)})
+    src = NvmlSource([0, 1], nvml=nv, max_errors=3)
+    src.open()
+    with caplog.at_level(logging.INFO, logger="piqc-slurm.sampler"):
+        got = [src.read(1) for _ in range(12)]
+    # read 0 fails (skip 1), read 2 fails (skip 2), read 5 and every later one samples
+    assert [s is not None for s in got] == [False] * 5 + [True] * 7
+    assert got[5] is not None and got[5].util == 42.0
+    d = src.devices[1]
+    assert not d.lost and d.error is None
+    assert (d.errors, d.skipped) == (2, 5) and "utilization" in (d.last_error or "")
+    assert sum("readable again" in r.getMessage() for r in caplog.records) == 1
+    # a later failure starts a new run of errors: max_errors counts failures in a row only
+    nv.fail_n[("util", 1)] = (err(pynvml.NVMLError_Unknown), 2)
+    got = [src.read(1) for _ in range(8)]
+    assert [s is not None for s in got] == [False] * 5 + [True] * 3
+    assert not d.lost and (d.errors, d.skipped) == (4, 10)
+
+
+def test_processes_while_backing_off_are_unknown_and_their_errors_count() -> None:
+    nv = FakeNvml([0], fail_n={("procs", 0): (err(pynvml.NVMLError_Unknown), 1)})
+    src = NvmlSource([0], nvml=nv, max_errors=2)
+    src.open()
+    assert src.processes(0) is None                 # failed: unknown, one error, no sample lost
+    d = src.devices[0]
+    assert (d.errors, d.skipped, d.lost) == (1, 0, False)
+    assert src.processes(0) is None                 # backing off: not asked
+    assert nv.calls.count(("procs", 0)) == 1
+    assert src.read(0) is None and d.skipped == 1   # the backoff skips a read
+    assert src.read(0) is not None and src.processes(0) == [4242]
+    assert not d.lost
+
+
+def test_a_device_unreadable_at_open_is_looked_up_again() -> None:
+    nv = FakeNvml([0, 1], fail_n={("minor", 1): (err(pynvml.NVMLError_Unknown), 2)})
+    src = NvmlSource([1, 0], nvml=nv)
+    src.open()
+    d = src.devices[1]
+    assert not d.lost and d.index is None and d.errors == 1
+    assert "minor 1 not found among 2" in (d.last_error or "") and "index 1" in (d.last_error or "")
+    # open's failure: skip read 0; read 1 fails again (skip 2); read 4 finds and describes it
+    got = [src.read(1) for _ in range(6)]
+    assert [s is not None for s in got] == [False] * 4 + [True] * 2
+    assert (d.index, d.uuid, d.name, d.power_limit_w) == (1, "GPU-1", "Tesla T4", 70.0)
+    assert (d.errors, d.skipped, d.lost) == (2, 4, False)
+
+
+def test_a_minor_never_found_is_lost_when_nothing_is_left_to_retry() -> None:
+    nv = FakeNvml([0, 1], fail_n={("minor", 1): (err(pynvml.NVMLError_Unknown), 1)})
+    src = NvmlSource([0, 7], nvml=nv)
+    src.open()
+    assert not src.devices[7].lost                   # index 1 could have been minor 7
+    assert src.read(7) is None                       # backing off
+    assert src.read(7) is None                       # index 1 read again: minor 1, not ours
+    d = src.devices[7]
+    assert d.lost and "minor 7 not found among 2" in (d.error or "")
+
+
+def test_description_failing_at_open_is_retried() -> None:
+    nv = FakeNvml([0], fail_n={("uuid", 0): (err(pynvml.NVMLError_Timeout), 1)})
+    src = NvmlSource([0], nvml=nv)
+    src.open()
+    d = src.devices[0]
+    assert not d.lost and d.uuid is None and d.errors == 1
+    assert src.read(0) is None                       # skipped once
+    assert src.read(0) is not None and d.uuid == "GPU-0" and d.mem_total_mib == 16384.0
 
 
 def test_unreadable_minor_leaves_the_job_gpu_lost_with_a_reason() -> None:

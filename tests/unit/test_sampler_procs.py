@@ -111,11 +111,36 @@ def test_job_watch_rechecks_the_known_stepd_then_rescans(tmp_path: Path) -> None
     root = tmp_path / "proc"
     shutil.copytree(PROC / "v1", root)
     watch = JobWatch(2, str(root))
-    assert watch() and watch._last == 12260
+    assert watch() and watch._last == 12267            # [2.batch]: the step that lasts
     shutil.rmtree(root / "12260")                      # the extern stepd exits
     assert watch() and watch._last == 12267
     for pid in (12267, 12301):
         shutil.rmtree(root / str(pid))
+    assert not watch()
+
+
+def test_a_batch_job_ends_with_its_batch_step_though_the_extern_stepd_lives_on(tmp_path: Path) -> None:
+    """slurmd killed: the extern step's slurmstepd ([2.extern]) waits for slurmd for ever; the job
+    itself ended when [2.batch] did (seen on the real cluster)."""
+    root = tmp_path / "proc"
+    shutil.copytree(PROC / "v1", root)
+    watch = JobWatch(2, str(root))
+    assert watch()
+    for pid in (12267, 12301):                         # batch and step 0 end, extern stays
+        shutil.rmtree(root / str(pid))
+    assert not watch()
+
+
+def test_without_a_batch_step_the_extern_stepd_keeps_an_allocation_alive(tmp_path: Path) -> None:
+    """salloc: no batch step; between two sruns only [2.extern] is left, and the job is running."""
+    root = tmp_path / "proc"
+    shutil.copytree(PROC / "v1", root)
+    shutil.rmtree(root / "12267")                      # never a batch step
+    watch = JobWatch(2, str(root))
+    assert watch()
+    shutil.rmtree(root / "12301")                      # the srun step ends
+    assert watch() and watch._last == 12260
+    shutil.rmtree(root / "12260")
     assert not watch()
 
 

@@ -260,6 +260,8 @@ def test_orphan_after_two_missing_checks(tmp_path: Path) -> None:
     assert doc["final"] and doc["exit_reason"] == "job gone"
     # alive at 10..40, missing at 50 and 60: gone at 60
     assert doc["updated"] == pytest.approx(1_700_000_000.0 + 60)
+    assert doc["partial_reason"] == "no epilog: job ended without one (its slurmstepd gone at 2 checks 10s apart)"
+    assert not (tmp_path.parent / "outbox").exists()       # not a spool run dir: nothing spooled
 
 
 def test_orphan_when_no_stepd_is_ever_seen(tmp_path: Path) -> None:
@@ -268,6 +270,8 @@ def test_orphan_when_no_stepd_is_ever_seen(tmp_path: Path) -> None:
                           job_alive=lambda: False, orphan_grace=300.0)
     assert rc == 0 and doc["exit_reason"] == "job gone"
     assert doc["updated"] == pytest.approx(1_700_000_000.0 + 300)
+    assert doc["partial_reason"] == ("no epilog: job ended without one "
+                                     "(no slurmstepd of the job seen within 300s of start)")
 
 
 def test_a_stepd_blip_is_not_an_orphan(tmp_path: Path) -> None:
@@ -277,7 +281,8 @@ def test_a_stepd_blip_is_not_an_orphan(tmp_path: Path) -> None:
     sampler = Sampler(context(orphan_check=10.0), ScriptedSource(clock, [0]), tmp_path, clock=clock,
                       job_alive=lambda: next(alive))
     sampler.run()
-    assert load_checkpoint(tmp_path / "checkpoint.json")["exit_reason"] == "SIGTERM"
+    doc = load_checkpoint(tmp_path / "checkpoint.json")
+    assert doc["exit_reason"] == "SIGTERM" and doc["partial_reason"] is None
 
 
 def test_nvml_unavailable(tmp_path: Path) -> None:
@@ -610,6 +615,69 @@ def test_process_gpu_lost(node: Node) -> None:
     assert err.count("minor 1: lost") == 1
 
 
+def test_process_flaky_gpu_recovers_and_a_lost_one_is_lost_at_once(node: Node) -> None:
+    from piqc_slurm.summary import device
+    from piqc_slurm.usage.catalog import load_catalog
+
+    node.write_context()                       # max_device_errors 5 (the default)
+    proc = node.sampler()
+    try:
+        before = by_minor(wait_samples(node, 5))
+        # minor 2 (an A10G, NVML index 3): the next 3 queries fail with NVML_ERROR_UNKNOWN;
+        # minor 3: falls off the bus
+        (node.state / "gpu2.flaky").write_text("3\n")
+        (node.state / "gpu3.lost").touch()
+
+        def third_error() -> dict[str, Any] | None:
+            doc = node.checkpoint()
+            return doc if doc and by_minor(doc)[2]["errors"] == 3 else None
+        at_third = by_minor(wait_for(third_error, 15, "minor 2 never had its 3 errors"))
+        wait_for(lambda: (d := node.checkpoint()) and by_minor(d)[2]["agg"]["samples"]
+                 >= at_third[2]["agg"]["samples"] + 5, 15, "minor 2 not sampled again after its errors")
+    finally:
+        rc, _, err = stop(proc)
+    assert rc == 0, err
+    g = by_minor(load_checkpoint(node.run_dir / "checkpoint.json"))
+    flaky, lost = g[2], g[3]
+    assert not flaky["lost"] and flaky["error"] is None and flaky["errors"] == 3
+    # 3 failed reads and the 1 + 2 skipped after the first two (+ 4 after the third, unless a
+    # process query took one of the failures): 6..10 reads without a sample
+    assert 6 <= flaky["skipped"] <= 10, flaky["skipped"]
+    assert "NVMLError_Unknown" in (flaky["last_error"] or "")
+    assert flaky["agg"]["samples"] >= at_third[2]["agg"]["samples"] + 5 > before[2]["agg"]["samples"]
+    # lost at once: no retries, no samples after it
+    assert lost["lost"] and "GPU is lost" in (lost["error"] or "") and lost["errors"] == 0
+    assert lost["agg"]["samples"] <= at_third[3]["agg"]["samples"] < g[0]["agg"]["samples"]
+    for m in (0, 1):
+        assert not g[m]["lost"] and g[m]["errors"] == g[m]["skipped"] == 0
+    assert err.count("minor 3: lost") == 1 and err.count("minor 2: readable again") == 1
+    assert "minor 2: lost" not in err
+    # the summary's device entry: complete but for the skipped samples, and says so
+    d = device(flaky, load_catalog())
+    assert (d["lost"], d["errors"], d["skipped_samples"], d["partial"]) == (False, 3, flaky["skipped"], True)
+    assert d["partial_reason"].startswith(f"3 NVML errors, {flaky['skipped']} samples skipped; recovered")
+    assert device(g[0], load_catalog())["partial"] is False
+    assert device(lost, load_catalog())["partial_reason"].startswith("lost: ")
+
+
+def test_process_flaky_at_start_is_looked_up_again(node: Node) -> None:
+    node.write_context()
+    # minor 1 (index 1): its first 2 queries fail, the very first being open's minor-number read
+    proc = node.sampler(FAKENVML_FAULT="flaky:1:2")
+    try:
+        wait_for(lambda: (d := node.checkpoint()) and by_minor(d)[1]["agg"]["samples"] >= 3, 15,
+                 "minor 1 never sampled")
+    finally:
+        rc, _, err = stop(proc)
+    assert rc == 0, err
+    g = by_minor(load_checkpoint(node.run_dir / "checkpoint.json"))[1]
+    assert not g["lost"] and (g["index"], g["uuid"], g["name"]) == (1, GPUS[1][1], GPUS[1][4])
+    # open failed (skip 1 read), the retry failed (skip 2): reads 0..3 without a sample
+    assert (g["errors"], g["skipped"]) == (2, 4)
+    assert "not found among 4" in (g["last_error"] or "")
+    assert g["agg"]["power_frac_mean"] == pytest.approx(60 / 700, abs=0.002)   # described late, limit known
+
+
 def test_process_power_not_supported(node: Node) -> None:
     node.write_context()
     proc = node.sampler(FAKENVML_FAULT="power_not_supported")
@@ -655,6 +723,75 @@ def test_process_exits_when_the_job_is_gone(node: Node) -> None:
     assert rc == 0
     doc = load_checkpoint(node.run_dir / "checkpoint.json")
     assert doc["final"] is True and doc["exit_reason"] == "job gone"
+
+
+def test_process_job_gone_without_epilog_spools_a_partial_summary(node: Node) -> None:
+    from piqc_slurm import config
+    from piqc_slurm.hooks.epilog import run as epilog
+
+    job_id = 970_000 + os.getpid() % 9_999
+    spool = node.tmp / "spool"
+    key = f"test.{job_id}.0.n1"
+    node.run_dir = spool / "run" / key                  # the Prolog's layout: <spool>/run/<key>
+    node.run_dir.mkdir(mode=0o700, parents=True)
+    for d in (spool, spool / "run"):
+        d.chmod(0o700)
+    ctx = node.write_context(job_id=job_id, orphan_check=0.3)
+    job = {"cluster": "test", "job_id": job_id, "restart_count": 0, "node": "n1", "uid": 1000, "gid": 1000,
+           "user": "alice", "account": "research", "partition": "gpu", "gpus": [0, 1, 2, 3],
+           "nodelist": "n1", "stdout": None, "work_dir": None, "array_job_id": None, "array_task_id": None,
+           "exit_code": None, "spank_monitor": None}
+    (node.run_dir / "job.json").write_text(json.dumps(
+        {"job": job, "monitor": "on", "monitor_note": "", "interval": 0.2, "prolog_time": ctx.started}))
+    stepd = subprocess.Popen(["bash", "-c", f'exec -a "slurmstepd: [{job_id}.extern]" sleep 30'])
+    try:
+        proc = node.sampler()
+        wait_samples(node, 4)
+        killed = time.time()
+        stepd.kill()                             # slurmd is dead: no Epilog will come
+        stepd.wait()
+        rc = proc.wait(timeout=5)                # two missed checks: ~0.6 s
+    finally:
+        if stepd.poll() is None:
+            stepd.kill()
+            stepd.wait()
+    assert proc.stderr
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert rc == 0, err
+    # the run dir moved out of run/ (so the outbox backlog will deliver the summary), checkpoint kept
+    orphaned = spool / "orphaned" / key
+    assert not node.run_dir.exists() and orphaned.is_dir()
+    ck = load_checkpoint(orphaned / "checkpoint.json")
+    why = "no epilog: job ended without one (its slurmstepd gone at 2 checks 0.3s apart)"
+    assert ck["final"] is True and ck["exit_reason"] == "job gone" and ck["partial_reason"] == why
+    out_key = f"{key}.{int(ctx.started)}"            # the name the Epilog would have given it
+    assert (orphaned / "spooled").read_text() == out_key + "\n"
+    assert sorted(p.name for p in orphaned.iterdir()) == ["checkpoint.json", "context.json", "job.json", "spooled"]
+    outbox = spool / "outbox"
+    assert sorted(p.name for p in outbox.iterdir()) == [f"{out_key}.summary.json", f"{out_key}.timeline.jsonl"]
+    summary_path = outbox / f"{out_key}.summary.json"
+    doc = json.loads(summary_path.read_text())
+    assert (doc["format"], doc["cluster"], doc["job_id"], doc["node"], doc["account"]) == \
+        ("piqc-summary/1", "test", job_id, "n1", "research")
+    assert doc["partial"] is True and doc["partial_reason"] == why and doc["exit_reason"] == "job gone"
+    assert doc["monitor"] == "on" and doc["started"] == ctx.started and doc["exit_code"] is None
+    # ended: the first check that missed the slurmstepd (after the kill, before the final checkpoint)
+    assert killed - 0.05 <= doc["ended"] <= ck["updated"]
+    assert [d["minor"] for d in doc["devices"]] == [0, 1, 2, 3]
+    assert all(d["samples"] >= 4 and d["partial"] is False for d in doc["devices"])
+    assert doc["timeline_bins"] == ck["timeline_bins"] > 0
+    assert len(read_timeline(outbox / f"{out_key}.timeline.jsonl", ck["timeline_bins"])) == ck["timeline_bins"]
+    assert "partial summary spooled to the outbox" in err
+    # slurmd comes back and runs the Epilog after all: it takes the sampler's summary, builds no other
+    cfg = config.Config({**config.defaults(), "cluster": "test", "spool_dir": str(spool),
+                         "delivery": "spool-only", "epilog.user_report": False})
+    before = summary_path.read_bytes()
+    what = epilog({"SLURM_JOB_ID": str(job_id), "SLURMD_NODENAME": "n1", "SLURM_JOB_GPUS": "0,1,2,3",
+                   "SLURM_JOB_UID": "1000", "SLURM_JOB_GID": "1000", "SLURM_JOB_USER": "alice"}, cfg)
+    assert what.startswith(f"summary already spooled by the sampler as {out_key}"), what
+    assert summary_path.read_bytes() == before and len(list(outbox.glob("*.summary.json"))) == 1
+    assert not orphaned.exists()
 
 
 def test_process_bad_context_exits_2(node: Node) -> None:
