@@ -129,8 +129,8 @@ def main() -> int:
                 url = create_database("piqc_bench")
                 cleanup = (drop_database, url)
             try:
-                dt, _ = timed([PY, "-m", "piqc_slurm", "--db", url, "ingest", "-q", "--sacct-file", str(src),
-                               "--tz", "UTC"], env)
+                dt, _ = timed([PY, "-m", "piqc_slurm", "--db", url, "ingest", "-q", "--create-store",
+                               "--sacct-file", str(src), "--tz", "UTC"], env)
                 print(f"{backend:>10}: ingest {rows:,} rows: {dt:.1f}s ({rows / dt:,.0f} rows/s)")
                 day = time.strftime("%Y-%m-%d", time.gmtime(T0 + 10 * 86400))
                 nxt = time.strftime("%Y-%m-%d", time.gmtime(T0 + 11 * 86400))

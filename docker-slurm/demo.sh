@@ -81,7 +81,7 @@ echo "== sacct"
 sacct -X -j "$(IFS=,; echo "${jobs[*]}")" --format=JobID,JobName%18,User,State,ExitCode,Elapsed,AllocTRES%60
 PIQC="$REPO/.venv/bin/piqc-slurm"
 echo "== piqc-slurm ingest (sacct records + the sampler summaries the Epilogs delivered)"
-"$PIQC" ingest --since now-2hours
+"$PIQC" ingest --create-store --since now-2hours
 if "$PIQC" sacct --help >/dev/null 2>&1; then
     echo "== piqc-slurm sacct: the same jobs with their GPU use and cost"
     "$PIQC" sacct -X -j "$(IFS=,; echo "${jobs[*]}")" \

@@ -195,7 +195,7 @@ def store(url: str, gaps: A.Gaps, clusters: Sequence[str], computed_at: int) -> 
     from piqc_slurm.store.db import open_engine
     from piqc_slurm.store.models import IdleGap
 
-    engine = open_engine(url)
+    engine = open_engine(url, mode="write")
     try:
         with Session(engine) as s, s.begin():
             s.execute(delete(IdleGap).where(IdleGap.cluster.in_(list(clusters)),

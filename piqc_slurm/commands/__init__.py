@@ -11,10 +11,17 @@ def load_config(ctx: click.Context):
     return config.load(ctx.obj["config_path"], ctx.obj["db"])
 
 def store_url(ctx: click.Context, cfg) -> str:
+    """--db, $PIQC_DB or the config's db; else the system store where it exists (a user who
+    may only read it reads it), else config.default_db_url()."""
+    import os
+
     from piqc_slurm import config
 
     if cfg["db"]:
         return cfg["db"]
+    system = os.path.join(config.DEFAULT_DB_DIR, "piqc.db")
+    if os.path.exists(system):
+        return f"sqlite:///{system}"
     url, note = config.default_db_url()
     if note:
         click.echo(f"piqc-slurm: {note}", err=True)
@@ -25,10 +32,13 @@ def when(value: str | None) -> int | None:
 
     return None if value is None else parse_timespec(value)
 
-def open_store(ctx: click.Context, cfg):
-    from piqc_slurm.store import open_engine
+def open_store(ctx: click.Context, cfg, mode: str):
+    """The store's engine for `mode`: read (never writes or migrates), write (an existing store,
+    migrated to head), create (also makes a missing SQLite store, group store_group); see
+    piqc_slurm/store/db.py."""
+    from piqc_slurm.store.db import open_engine
 
-    return open_engine(store_url(ctx, cfg))
+    return open_engine(store_url(ctx, cfg), mode=mode, group=cfg["store_group"])
 
 
 

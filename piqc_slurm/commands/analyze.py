@@ -41,7 +41,7 @@ def register(group: click.Group) -> None:
         s = parse_timespec(since) if since else e - 48 * 3600
         if s >= e:
             raise click.UsageError(f"--since ({since}) must be before --until ({until or 'now'})")
-        engine = open_store(ctx, cfg)
+        engine = open_store(ctx, cfg, "write")
         reader = Reader(store_url(ctx, cfg))
         say = None if quiet else (lambda m: click.echo(f"piqc-slurm analyze: {m}", err=True))
         try:

@@ -43,7 +43,8 @@ def register(group: click.Group) -> None:
         cfg = load_config(ctx)
         s, e = sreport_times(since, until)
         me = Caller.current()
-        users = None if is_admin(me, cfg["access.admin_users"], cfg["access.admin_groups"]) else [me.name]
+        users = None if is_admin(me, cfg["access.admin_users"], cfg["access.admin_groups"],
+                                 hidden_by=("jobs", "usage")) else [me.name]
         reader = Reader(store_url(ctx, cfg))
         try:
             book = load_price_book(reader, cfg)

@@ -60,7 +60,7 @@ def register(group: click.Group) -> None:
             raise click.UsageError(f"--since ({since}) must be before --until ({until or 'today 00:00'})")
         now = int(time.time())
         tz = local_zone()
-        engine = open_store(ctx, cfg)
+        engine = open_store(ctx, cfg, "write" if send else "read")
         try:
             plan = N.plan(engine, cfg, s, e, now, tz=tz)
 

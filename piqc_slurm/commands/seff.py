@@ -16,8 +16,10 @@ def register(group: click.Group) -> None:
         """One job's GPU efficiency report: allocation, elapsed, state, per-GPU
         utilization, memory and energy, cost, and advice (like seff/jobstats).
 
-        JOBID is sacct's JobID (1234, 1234_5) or JobIDRaw. Users see their own
-        jobs; [access] admin_users/admin_groups see all.
+        JOBID is sacct's JobID (1234, 1234_5) or JobIDRaw. With PrivateData=jobs
+        in slurm.conf users see their own jobs ([access] admin_users/admin_groups
+        see all); without it, every job, as sacct shows them. It only reads the
+        store (a user who may read a SQLite store's file can run it).
         """
         import time
 
@@ -31,7 +33,7 @@ def register(group: click.Group) -> None:
 
         cfg = load_config(ctx)
         url = store_url(ctx, cfg)
-        engine = open_store(ctx, cfg)
+        engine = open_store(ctx, cfg, "read")
         with Session(engine) as session:
             view = load_job(session, jobid, cluster)
             stored = stored_findings(session, view.job) if view is not None else None

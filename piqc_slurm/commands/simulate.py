@@ -18,8 +18,10 @@ def register(group: click.Group) -> None:
         sampler's own aggregation, the Epilog's summary builder and ingest's own
         upserts; its prices and catalog overrides are kept for its cluster.
 
-        Loading the same scenario again replaces its rows (idempotent). Then
-        ask as for real data:
+        Loading the same scenario again replaces its rows (idempotent). Unlike
+        the other commands, simulate creates the store when the --db file does not
+        exist yet (a SQLite demo store, 0640, group store_group; see `db init`),
+        and migrates an existing one. Then ask as for real data:
 
         \b
           piqc-slurm simulate --scenario examples/eight-asked-three-used/scenario.json
@@ -48,7 +50,7 @@ def register(group: click.Group) -> None:
                 catalog.with_overrides(sc.catalog)
             except ValueError as exc:
                 raise UsageError(f"{path}: {exc}") from None
-        engine = open_store(ctx, cfg)
+        engine = open_store(ctx, cfg, "create")
         say = None if quiet else (lambda m: click.echo(f"piqc-slurm simulate: {m}", err=True))
         res = run(engine, sc, catalog, active_util=cfg["sampler.active_util"], min_share=cfg["usage.min_active_share"],
                   progress=say)

@@ -9,8 +9,9 @@ named `:parameters`, which sqlite3 and SQLAlchemy's text() both bind, and
 quoted identifiers ("user", "end" are reserved on PostgreSQL).
 
 This path never migrates the schema (a read-only user could not, and the
-query must not write): a store without the tables, or older than the columns
-asked for, is a StoreError telling to run `piqc-slurm ingest`."""
+query must not write) and never creates a store: a missing store is a
+StoreError telling to run `piqc-slurm db init`, one without the tables or
+older than the columns asked for one telling to run `piqc-slurm db upgrade`."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from piqc_slurm.errors import first_line as _first_line
 from piqc_slurm.errors import redact_url as _redact
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-_SCHEMA_HINT = ("run `piqc-slurm ingest` (it creates and migrates the store), or check --db / $PIQC_DB")
+_SCHEMA_HINT = ("run `piqc-slurm db upgrade` on the head node, or check --db / $PIQC_DB")
 
 
 def _schema_error(url: str, exc: BaseException) -> StoreError:
@@ -60,7 +61,7 @@ class Reader:
         if not path:
             raise StoreError(f"bad store URL {self.url!r}: no file")
         if not os.path.exists(path):
-            raise StoreError(f"no store at {path}: {_SCHEMA_HINT}")
+            raise StoreError(f"no store at {path} (create it with `piqc-slurm db init`, or check --db / $PIQC_DB)")
         self._sqlite = sqlite3
         self._path = path
         parent = os.path.dirname(os.path.abspath(path))
@@ -105,7 +106,7 @@ class Reader:
     def _open_sqlalchemy(self, url: str) -> None:
         from piqc_slurm.store.db import open_engine
 
-        self._engine = open_engine(url, connect_timeout=10, migrate_schema=False)
+        self._engine = open_engine(url, connect_timeout=10, mode="read", check_schema=False)
         try:
             self._conn = self._engine.connect()
         except Exception as exc:  # noqa: BLE001 - DBAPI errors differ by driver

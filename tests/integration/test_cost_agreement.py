@@ -40,7 +40,7 @@ def live(cluster, tmp_path_factory):
     cluster.wait_hook("epilog", job)
     url = f"sqlite:///{tmp_path_factory.mktemp('cost')}/piqc.db"
     exe = str(REPO / ".venv" / "bin" / "piqc-slurm")
-    r = subprocess.run([exe, "--db", url, "ingest", "--since", "now-2hours", "--spool",
+    r = subprocess.run([exe, "--db", url, "ingest", "--create-store", "--since", "now-2hours", "--spool",
                         str(cluster.dir / "piqc" / "shared-spool")], capture_output=True, text=True,
                        env=cluster.root_env())
     assert r.returncode == 0, r.stderr
@@ -60,7 +60,10 @@ def test_every_surface_prints_the_accounting_cost(cluster, live):
     assert 38.0 <= float(util) <= 41.0                           # 2 of 4 GPUs at 80 %: 40 % over the allocation
     seff = subprocess.run([live["exe"], "--db", live["url"], "seff", str(live["job"])], capture_output=True,
                           text=True, env=env).stdout
-    assert f"GPU cost: ${cost} " in seff and f"GPU utilization over the allocation: {util}%" in seff
+    # seff against the hand-computed cost (not against sacct's print), and its utilization in the same band
+    assert f"GPU cost: ${want} " in seff, seff
+    m = re.search(r"^GPU utilization over the allocation: ([\d.]+)%", seff, re.M)
+    assert m and 38.0 <= float(m[1]) <= 41.0 and m[1] == util, seff
     # the views, with the same price in gpu_prices
     path = live["url"].split(":///", 1)[1]
     conn = sqlite3.connect(path)

@@ -78,7 +78,8 @@ def live(cluster, tmp_path_factory):
     exe = str(REPO / ".venv" / "bin" / "piqc-slurm")
     db = tmp_path_factory.mktemp("findings") / "piqc.db"
     url = f"sqlite:///{db}"
-    for argv in (["ingest", "--since", f"uts{t0 - 120}", "--spool", str(cluster.dir / "piqc" / "shared-spool")],
+    for argv in (["ingest", "--create-store", "--since", f"uts{t0 - 120}",
+                  "--spool", str(cluster.dir / "piqc" / "shared-spool")],
                  ["analyze", "-S", f"uts{t0 - 120}", "-E", f"uts{int(time.time()) + 60}"]):
         r = subprocess.run([exe, "--db", url, *argv], capture_output=True, text=True, env=env)
         assert r.returncode == 0, (argv, r.stdout, r.stderr)

@@ -48,8 +48,8 @@ def test_a_real_job_is_held_not_idle(cluster, tmp_path):
     url = f"sqlite:///{db}"
     env = {k: v for k, v in cluster.root_env().items() if k != "PIQC_DB"}
     spool = cluster.dir / "piqc" / "shared-spool"
-    r = subprocess.run([sys.executable, "-m", "piqc_slurm", "--db", url, "ingest", "--since", f"uts{t0 - 60}",
-                        "--spool", str(spool)], capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-m", "piqc_slurm", "--db", url, "ingest", "--create-store",
+                        "--since", f"uts{t0 - 60}", "--spool", str(spool)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     with sqlite3.connect(db) as con:
         start, end = con.execute("SELECT start, \"end\" FROM jobs WHERE job_id_raw = ? AND cluster = ?",

@@ -41,7 +41,7 @@ def ingested(cluster, tmp_path_factory):
     conf.write_text(f'# no `cluster`: ingest asks Slurm for its ClusterName\ndb = "sqlite:///{db}"\n')
     spool = tmp / "empty-spool"  # only sacct and scontrol: no summaries
     spool.mkdir()
-    r = subprocess.run([sys.executable, "-m", "piqc_slurm", "--config", str(conf), "ingest",
+    r = subprocess.run([sys.executable, "-m", "piqc_slurm", "--config", str(conf), "ingest", "--create-store",
                         "--since", f"uts{t0 - 120}", "--spool", str(spool)],
                        capture_output=True, text=True, env=cluster.root_env())
     assert r.returncode == 0, r.stdout + r.stderr

@@ -88,8 +88,9 @@ def jobs(cluster):
 def store(cluster, jobs, tmp_path_factory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('query')}/piqc.db"
     spool = cluster.dir / "piqc" / "shared-spool"
-    r = subprocess.run([*piqc_argv(cluster), "--db", url, "ingest", "--since", f"uts{jobs['t0'] - 600}",
-                        "--spool", str(spool)], capture_output=True, text=True, env=cluster.root_env())
+    r = subprocess.run([*piqc_argv(cluster), "--db", url, "ingest", "--create-store",
+                        "--since", f"uts{jobs['t0'] - 600}", "--spool", str(spool)],
+                       capture_output=True, text=True, env=cluster.root_env())
     assert r.returncode == 0, r.stderr
     return url
 

@@ -45,7 +45,8 @@ def card(page: str, label: str) -> str:
 
 def test_an_empty_store_and_window_render(tmp_path):
     db = tmp_path / "s.db"
-    run(db, "analyze", "-q", "-S", "2026-11-01", "-E", "2026-11-02")  # creates the store: no jobs
+    run(db, "db", "init")
+    run(db, "analyze", "-q", "-S", "2026-11-01", "-E", "2026-11-02")  # an empty store: no jobs
     out = tmp_path / "d.html"
     r = run(db, "digest", "-S", "2026-11-01", "-E", "2026-11-02", "-o", str(out))
     page = text(out.read_text())

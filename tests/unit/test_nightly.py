@@ -62,6 +62,10 @@ def invoke(tmp_path: Path, *args: str, db: str | None = None):
     g = click.Group()
     nightly_cmd.register(g)
     url = db or f"sqlite:///{tmp_path}/store.db"
+    if db is None:  # as `piqc-slurm db init` at install: nightly's ingest creates no store
+        from piqc_slurm.store.db import open_engine
+
+        open_engine(url, mode="create").dispose()
     return CliRunner().invoke(g, ["nightly", *args], obj={"config_path": str(write_config(tmp_path)), "db": url})
 
 
