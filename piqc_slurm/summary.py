@@ -38,13 +38,27 @@ def check_format(doc: Any, source: str = "") -> dict:
 
 
 def device(g: dict[str, Any], catalog: Catalog, min_share: float = MIN_ACTIVE_SHARE) -> dict[str, Any]:
-    """One checkpoint GPU entry -> the summary's device entry."""
+    """One checkpoint GPU entry -> the summary's device entry.
+
+    `errors`: NVML errors the sampler retried on this GPU; `skipped_samples`: samples it did not
+    take because of them (a GPU that recovered is complete but for those); `partial` with
+    `partial_reason` says so, as the summary's own pair does for the run (absent in checkpoints
+    of older samplers: 0 errors)."""
     agg = {k: v for k, v in g["agg"].items() if k != "acc"}
+    errors, skipped = int(g.get("errors") or 0), int(g.get("skipped") or 0)
+    why = None
+    if g["lost"]:
+        why = f"lost: {g.get('error') or 'no reason recorded'}"
+    elif errors or skipped:
+        why = (f"{errors} NVML error{'' if errors == 1 else 's'}, {skipped} sample{'' if skipped == 1 else 's'} "
+               f"skipped; recovered (last: {g.get('last_error')})")
     return {
         "minor": g["minor"], "index": g.get("index"), "uuid": g.get("uuid"), "name": g.get("name"),
         "gpu_type": catalog.type_of_name(g.get("name")), "mem_total_mib": g.get("mem_total_mib"),
         "power_limit_w": g.get("power_limit_w"), "lost": g["lost"], "error": g.get("error"),
         "did_work": did_work(agg, min_share),
+        "errors": errors, "skipped_samples": skipped, "last_error": g.get("last_error"),
+        "partial": why is not None, "partial_reason": why,
         **agg,
     }
 

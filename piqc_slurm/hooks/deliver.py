@@ -8,7 +8,15 @@ shared-spool: SHARED/<node>/ gets the timeline, then the summary, each by an
 atomic rename (a copy to a temp name plus rename across file systems), so a
 reader never sees a summary without its timeline or half a file.
 push: inserted into the store (PostgreSQL sites) after a random jitter, with a
-short connect timeout; on success the outbox copy is marked delivered.
+short connect timeout; on success the outbox copy is moved to spool_dir/delivered/.
+
+Backlog: after this job's summary is delivered, the Epilog retries up to
+`epilog.retry_backlog` older outbox summaries, oldest first, the same way (no
+jitter: the store just answered), each only if the hook's time budget still
+has room for it, never one whose job still has a run dir on this node. The
+first failure stops the retries (the store or the shared spool is in trouble
+again); a summary a push cannot read (not JSON, a wrong field) is moved to
+outbox/quarantine/ with its reason, and the retries go on.
 """
 
 from __future__ import annotations
@@ -22,20 +30,29 @@ from pathlib import Path
 from piqc_slurm.hooks.spool import Spool, ensure_dir
 
 
-def _move_atomic(src: Path, dest_dir: Path) -> None:
-    dest = dest_dir / src.name
+def move_atomic(src: Path, dest_dir: Path, name: str | None = None) -> None:
+    """Rename `src` to dest_dir/name (default: its own name); across file systems, copy to a
+    temp name, fsync, rename, then unlink the source. Never through a symlink; a failed copy
+    (a full disk) leaves no temp file behind."""
+    dest = dest_dir / (name or src.name)
     try:
         os.rename(src, dest)
         return
     except OSError as exc:
         if exc.errno != 18:  # EXDEV: another file system
             raise
-    tmp = dest_dir / f".{src.name}.{os.getpid()}.tmp"
-    with open(src, "rb") as fin, open(tmp, "xb") as fout:
-        shutil.copyfileobj(fin, fout)
-        fout.flush()
-        os.fsync(fout.fileno())
-    os.rename(tmp, dest)
+    tmp = dest_dir / f".{dest.name}.{os.getpid()}.tmp"
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fin:
+        try:
+            with open(tmp, "xb") as fout:  # O_EXCL: never through a symlink either
+                shutil.copyfileobj(fin, fout)
+                fout.flush()
+                os.fsync(fout.fileno())
+            os.rename(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     os.unlink(src)
 
 
@@ -47,8 +64,8 @@ def to_shared_spool(spool: Spool, key: str, node: str, shared_dir: str) -> str:
     ensure_dir(node_dir)
     timeline = spool.timeline_path(key)
     if timeline.exists():
-        _move_atomic(timeline, node_dir)
-    _move_atomic(spool.summary_path(key), node_dir)
+        move_atomic(timeline, node_dir)
+    move_atomic(spool.summary_path(key), node_dir)
     return f"moved to {node_dir}"
 
 
@@ -66,10 +83,68 @@ def push(spool: Spool, key: str, db_url: str, connect_timeout: float, jitter: fl
     return "pushed to the store"
 
 
-def deliver(spool: Spool, key: str, node: str, cfg) -> str:
+def deliver(spool: Spool, key: str, node: str, cfg, jitter: float | None = None) -> str:
     mode = cfg["delivery"]
     if mode == "spool-only":
         return "left in the spool (delivery = spool-only)"
     if mode == "shared-spool":
         return to_shared_spool(spool, key, node, cfg["shared_spool_dir"])
-    return push(spool, key, cfg["db"], cfg["epilog.push_connect_timeout"], cfg["epilog.push_jitter"])
+    return push(spool, key, cfg["db"], cfg["epilog.push_connect_timeout"],
+                cfg["epilog.push_jitter"] if jitter is None else jitter)
+
+
+def attempt_seconds(cfg) -> float:
+    """Time one retry may take, asked for before it starts."""
+    return cfg["epilog.push_connect_timeout"] + 2.0 if cfg["delivery"] == "push" else 1.0
+
+
+def retry_backlog(spool: Spool, node: str, cfg, deadline: float) -> str:
+    """Retry older outbox summaries (see the module's doc) until `deadline` (time.monotonic());
+    a one-line account. Raises nothing."""
+    limit = cfg["epilog.retry_backlog"]
+    if limit <= 0 or cfg["delivery"] == "spool-only":
+        return ""
+    keys = spool.backlog()[:limit]
+    if not keys:
+        return ""
+    done, set_aside, why = 0, [], ""
+    for key in keys:
+        if time.monotonic() + attempt_seconds(cfg) > deadline:
+            why = "no time left in this Epilog"
+            break
+        try:
+            deliver(spool, key, node, cfg, jitter=0.0)
+            done += 1
+        except Exception as exc:  # noqa: BLE001 - it stays spooled; the next Epilog tries again
+            if _unreadable(exc):
+                set_aside.append(_quarantine(spool, key, exc))
+                continue
+            why = f"{key}: {exc}"
+            break
+    rest = len(keys) - done - len(set_aside)
+    text = f"backlog: {done} older summar{'y' if done == 1 else 'ies'} delivered"
+    if set_aside:
+        text += f", {'; '.join(set_aside)}"
+    if rest:
+        text += f", {rest} left for later ({why})"
+    return text
+
+
+def _unreadable(exc: Exception) -> bool:
+    """The summary's own fault (a push could not read it), not the store's."""
+    from piqc_slurm.errors import SpoolFormatError
+
+    return isinstance(exc, (SpoolFormatError, ValueError))
+
+
+def _quarantine(spool: Spool, key: str, exc: Exception) -> str:
+    from piqc_slurm.errors import first_line
+    from piqc_slurm.spoolreplay import quarantine
+
+    path = spool.summary_path(key)
+    why = first_line(exc).removeprefix(f"{path}: ")
+    try:
+        quarantine(path, why)
+    except OSError as err:
+        return f"{key} unreadable ({why}), could not be moved to quarantine/: {err}"
+    return f"{key} moved to outbox/quarantine/ ({why})"

@@ -4,6 +4,14 @@ for its final flush, else the last checkpoint is used and the summary is
 marked partial; the report writer has its own deadline. Each step that fails
 is logged and the next still runs: the summary is spooled before anything
 that touches the network or a user's file.
+
+A spool that is not root-only is refused before anything is read or written
+(logged; the job goes unrecorded). A summary that cannot be spooled (disk
+full, read-only or broken outbox) is logged as `lost summary KEY: [Errno N]
+...` and counted in `spool_dir/lost.count` where that file can still be
+written. After a successful delivery, older outbox summaries are retried
+within what is left of the hook's time (`PIQC_TIMEOUT`, as the wrapper
+epilog/piqc-hook.sh kills at; deliver.py).
 """
 
 from __future__ import annotations
@@ -15,10 +23,22 @@ import time
 from pathlib import Path
 
 from piqc_slurm.hooks.context import JobContext, from_env, is_batch_host
-from piqc_slurm.hooks.spool import Spool, read_json, write_json_atomic
+from piqc_slurm.hooks.spool import Spool, SpoolError, read_json, write_json_atomic
 from piqc_slurm.summary import build as build_summary
 
 log = logging.getLogger("piqc-slurm")
+HOOK_TIMEOUT = 30.0  # seconds: epilog/piqc-hook.sh's default PIQC_TIMEOUT for the Epilog
+RESERVE = 3.0  # seconds of the budget kept for logging and exit after the last retry
+
+
+def time_budget(env: dict[str, str]) -> float:
+    """Seconds the wrapper gives this Epilog before it kills it: PIQC_TIMEOUT, else its default."""
+    raw = env.get("PIQC_TIMEOUT", "").strip()
+    try:
+        value = float(raw) if raw else HOOK_TIMEOUT
+    except ValueError:
+        return HOOK_TIMEOUT
+    return value if 0 < value < 86400 else HOOK_TIMEOUT
 
 
 def stop_sampler(run_dir: Path, flush_timeout: float) -> tuple[bool, str | None]:
@@ -57,14 +77,35 @@ def _load_checkpoint(run_dir: Path) -> tuple[dict | None, str | None]:
         return None, str(exc)
 
 
+def _run_key(spool: Spool, ctx: JobContext) -> str:
+    """The key the Prolog gave this run. `scontrol requeue` raises the restart count before the
+    requeued run's Epilog, so that Epilog sees count N+1 for the run its Prolog keyed N: take the
+    highest earlier count still in run/ (one job id runs once at a time on a node)."""
+    if spool.run_dir(ctx.key).is_dir():
+        return ctx.key
+    for earlier in range(ctx.restart_count - 1, -1, -1):
+        key = f"{ctx.cluster}.{ctx.job_id}.{earlier}.{ctx.node}"
+        if spool.run_dir(key).is_dir():
+            return key
+    return ctx.key
+
+
 def run(env: dict[str, str], cfg, now: float | None = None) -> str:
     # The job's end, as near as the Epilog can tell: taken before the sampler is stopped.
+    t0 = time.monotonic()
     now = time.time() if now is None else now
     ctx = from_env(env, cfg["cluster"])
     if not ctx.gpus:
         return "no GPUs: nothing to summarise"
     spool = Spool(cfg["spool_dir"])
-    run_dir = spool.run_dir(ctx.key)
+    run_key = _run_key(spool, ctx)
+    spool.check(run_key)  # a spool not root-only: SpoolError, logged by run_hook (exit 0)
+    run_dir = spool.run_dir(run_key)
+    from piqc_slurm.sampler.orphan import find_spooled
+
+    spooled = find_spooled(run_dir)
+    if spooled is not None:  # the job ended with no Epilog: its sampler spooled the summary itself
+        return _deliver_spooled(spool, spooled[1], spooled[0], ctx, cfg)
     job_path = run_dir / "job.json"
     job_doc = read_json(job_path) if job_path.is_file() else None
     checkpoint = None
@@ -93,25 +134,87 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
     summary = build_summary(job, checkpoint, ended=now, partial=partial, partial_reason=reason,
                             monitor=monitor, interval=interval, catalog=catalog,
                             min_share=cfg["usage.min_active_share"])
-    spool.make_outbox()
     # The outbox name carries the run's start: Slurm can reuse a job id (a
     # database reset), and a new run must never replace an old run's summary.
-    out_key = f"{ctx.key}.{int(summary['started'] or now)}"
-    timeline = run_dir / "timeline.jsonl"
-    if timeline.is_file() and not timeline.is_symlink():
-        os.replace(timeline, spool.timeline_path(out_key))
-    write_json_atomic(spool.summary_path(out_key), summary)
-    notes = [f"summary spooled ({'partial: ' + reason if partial else 'complete'})"]
-    if cfg["epilog.user_report"]:
-        notes.append(_user_report(ctx, summary, spool, cfg, out_key, catalog))
+    out_key = f"{run_key}.{int(summary['started'] or now)}"
     try:
-        from piqc_slurm.hooks.deliver import deliver
+        notes = [_spool_summary(spool, run_dir, out_key, summary, partial, reason)]
+        in_outbox = True
+    except SpoolError:
+        raise  # a refused spool: nothing written, run_hook logs it
+    except OSError as exc:  # disk full, read-only, the outbox not a directory: the summary is lost
+        notes, in_outbox = [_lost(spool, out_key, exc)], False
+    if cfg["epilog.user_report"]:
+        try:
+            notes.append(_user_report(ctx, summary, spool, cfg, out_key, catalog))
+        except Exception as exc:  # noqa: BLE001 - the report must not stop the delivery
+            notes.append(f"report failed: {exc}")
+    delivered = False
+    if in_outbox:
+        try:
+            from piqc_slurm.hooks.deliver import deliver
 
-        notes.append(deliver(spool, out_key, ctx.node, cfg))
-    except Exception as exc:  # noqa: BLE001 - it stays spooled for ingest to replay
-        notes.append(f"delivery failed, stays spooled: {exc}")
+            notes.append(deliver(spool, out_key, ctx.node, cfg))
+            delivered = True
+        except Exception as exc:  # noqa: BLE001 - it stays spooled for ingest to replay
+            notes.append(f"delivery failed, stays spooled: {exc}")
+    _remove_run_dir(run_dir)
+    if delivered:
+        from piqc_slurm.hooks.deliver import retry_backlog
+
+        try:
+            notes.append(retry_backlog(spool, ctx.node, cfg, t0 + time_budget(env) - RESERVE))
+        except Exception as exc:  # noqa: BLE001 - the backlog waits for the next Epilog
+            notes.append(f"backlog: {exc}")
+    return "; ".join(n for n in notes if n)
+
+
+def _deliver_spooled(spool: Spool, run_dir: Path, out_key: str, ctx: JobContext, cfg) -> str:
+    """A late Epilog of a run whose sampler saw the job end and spooled its summary (partial, "no
+    epilog: ...") itself (sampler/orphan.py): deliver that one, never build a second; then remove
+    its run dir (in run/ or orphaned/)."""
+    notes = [f"summary already spooled by the sampler as {out_key}"]
+    if spool.summary_path(out_key).is_file():
+        try:
+            from piqc_slurm.hooks.deliver import deliver
+
+            notes.append(deliver(spool, out_key, ctx.node, cfg))
+        except Exception as exc:  # noqa: BLE001 - it stays spooled for ingest to replay
+            notes.append(f"delivery failed, stays spooled: {exc}")
     _remove_run_dir(run_dir)
     return "; ".join(notes)
+
+
+def _spool_summary(spool: Spool, run_dir: Path, out_key: str, summary: dict, partial: bool,
+                   reason: str | None) -> str:
+    """Timeline, then summary, into the outbox (a reader never sees a summary before its
+    timeline). OSError if either cannot be written; a timeline moved in is taken out again."""
+    from piqc_slurm.hooks.deliver import move_atomic
+
+    outbox = spool.make_outbox()
+    timeline, moved = run_dir / "timeline.jsonl", spool.timeline_path(out_key)
+    if timeline.is_file() and not timeline.is_symlink():
+        move_atomic(timeline, outbox, moved.name)  # a copy where the outbox is another file system
+    try:
+        write_json_atomic(spool.summary_path(out_key), summary)
+    except OSError:
+        try:
+            moved.unlink()  # useless without its summary, and the disk may be full
+        except OSError:
+            pass
+        raise
+    return f"summary spooled ({'partial: ' + reason if partial else 'complete'})"
+
+
+def _lost(spool: Spool, out_key: str, exc: OSError) -> str:
+    """Log and count a summary that could not be spooled."""
+    try:
+        counted = f"lost.count now {spool.bump_lost()}"
+    except OSError as err:
+        counted = f"not counted in lost.count: {err}"
+    line = f"lost summary {out_key}: {exc} ({counted})"
+    log.error("%s", line)
+    return line
 
 
 def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str, catalog) -> str:

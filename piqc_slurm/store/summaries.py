@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from piqc_slurm.errors import StoreError, first_line
+from piqc_slurm.errors import SpoolFormatError, StoreError, first_line
 from piqc_slurm.store.models import GpuUsage, Job, JobGpu, NodeSummary, TimelineBin
-from piqc_slurm.summary import check_format
+from piqc_slurm.summary import check_format as check_version
 
 GPU_FIELDS = ("uuid", "name", "gpu_type", "mem_total_mib", "did_work", "samples", "seconds", "util_mean",
               "util_p50", "util_p95", "util_max", "active_seconds", "mem_util_mean", "mem_used_max_mib",
@@ -28,6 +28,87 @@ GPU_FIELDS = ("uuid", "name", "gpu_type", "mem_total_mib", "did_work", "samples"
 SLACK = 120  # seconds of clock skew and hook latency allowed when matching a summary to its job
 
 
+# What a summary's fields must be before they reach a column: (key, kind, most characters).
+_TOP = (("cluster", "name", 64), ("node", "name", 64), ("job_id", "id", None), ("restart_count", "int", None),
+        ("started", "num?", None), ("ended", "num?", None), ("interval", "num?", None), ("user", "str?", 64),
+        ("monitor", "str?", 16), ("partial", "bool?", None), ("partial_reason", "str?", None),
+        ("timeline_bins", "id?", None), ("nvml", "dict?", None), ("gpus", "list?", None),
+        ("devices", "list?", None))
+_DEVICE = (("minor", "int", None), ("samples", "int", None), ("seconds", "num", None), ("lost", "bool?", None),
+           ("did_work", "bool?", None),
+           ("uuid", "str?", 96), ("name", "str?", 128), ("gpu_type", "str?", 32), ("util_hist_ms", "list?", None))
+_BIG = 2 ** 63
+
+
+def _fits(v, kind: str, limit: int | None) -> str | None:
+    """Why `v` is not a `kind` (None: it is). A trailing ? allows null."""
+    import math
+
+    if kind.endswith("?"):
+        if v is None:
+            return None
+        kind = kind[:-1]
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind in ("id", "int"):  # BigInteger, Integer columns
+        top = _BIG if kind == "id" else 2 ** 31
+        return None if number and isinstance(v, int) and 0 <= v < top else f"an integer 0..{top - 1}"
+    if kind == "num":
+        return None if number and math.isfinite(v) and abs(v) < _BIG else "a finite number"
+    if kind in ("str", "name"):
+        if not isinstance(v, str) or (kind == "name" and not v):
+            return "a non-empty string" if kind == "name" else "a string"
+        return None if limit is None or len(v) <= limit else f"at most {limit} characters"
+    want = {"bool": (bool, "true or false"), "dict": (dict, "an object"), "list": (list, "a list")}[kind]
+    return None if isinstance(v, want[0]) else want[1]
+
+
+def _finite(v) -> bool:
+    """No NaN or Infinity anywhere (json.loads takes them; PostgreSQL's json refuses them)."""
+    if isinstance(v, float):
+        return v == v and v not in (float("inf"), float("-inf"))
+    if isinstance(v, dict):
+        return all(_finite(x) for x in v.values())
+    if isinstance(v, list):
+        return all(_finite(x) for x in v)
+    return True
+
+
+def check_format(doc, source: str = "") -> dict:
+    """summary.check_format (the format version, the key fields), then the type of every field the
+    store writes: a wrong one is a SpoolFormatError naming it, never a database error (nor a value
+    one backend takes and another refuses)."""
+    doc = check_version(doc, source)
+    where = f"{source}: " if source else ""
+
+    def need(obj: dict, fields, at: str) -> None:
+        for key, kind, limit in fields:
+            why = _fits(obj.get(key), kind, limit)
+            if why is not None and key not in obj:
+                raise SpoolFormatError(f"{where}{at}{key}: missing (expected {why})")
+            if why is not None:
+                raise SpoolFormatError(f"{where}{at}{key}: expected {why}, got {json.dumps(obj[key])[:40]}")
+
+    need(doc, _TOP, "")
+    nvml = doc.get("nvml") or {}
+    need(nvml, (("ok", "bool?", None), ("error", "str?", None)), "nvml.")
+    for i, m in enumerate(doc.get("gpus") or []):
+        if _fits(m, "int", None) is not None:
+            raise SpoolFormatError(f"{where}gpus[{i}]: expected a device minor, got {json.dumps(m)[:40]}")
+    minors = set()
+    for i, d in enumerate(doc.get("devices") or []):
+        if not isinstance(d, dict):
+            raise SpoolFormatError(f"{where}devices[{i}]: expected an object, got {json.dumps(d)[:40]}")
+        need(d, _DEVICE, f"devices[{i}].")
+        need(d, [(k, "num?", None) for k in GPU_FIELDS if k not in ("uuid", "name", "gpu_type", "did_work",
+                                                                   "samples", "seconds")], f"devices[{i}].")
+        if d["minor"] in minors:
+            raise SpoolFormatError(f"{where}devices[{i}].minor: {d['minor']} twice")
+        minors.add(d["minor"])
+    if not _finite(doc):
+        raise SpoolFormatError(f"{where}NaN or Infinity in the summary")
+    return doc
+
+
 def find_job(session: Session, doc: dict) -> int | None:
     started, ended = doc.get("started"), doc.get("ended")
     q = select(Job.id).where(Job.cluster == doc["cluster"], Job.job_id_raw == doc["job_id"])
@@ -35,7 +116,13 @@ def find_job(session: Session, doc: dict) -> int | None:
         q = q.where(or_(Job.end.is_(None), Job.end >= started - SLACK))
     if ended is not None:
         q = q.where(or_(Job.start.is_(None), Job.start <= ended + SLACK))
-    return session.execute(q.order_by(Job.submit.desc()).limit(1)).scalar_one_or_none()
+    if started is not None:
+        # a requeued job's runs share its id and may lie within SLACK of each other: the run whose
+        # start is nearest the sampler's is this one
+        q = q.order_by(func.abs(func.coalesce(Job.start, int(started)) - int(started)), Job.submit.desc())
+    else:
+        q = q.order_by(Job.submit.desc())
+    return session.execute(q.limit(1)).scalar_one_or_none()
 
 
 def upsert_summary(session: Session, doc: dict, timeline: list[dict] | None = None) -> int:
@@ -135,11 +222,13 @@ def read_timeline(path: Path, bins: int | None = None) -> list[dict]:
 
 
 def push_summary(db_url: str, summary_path: Path, timeline_path: Path, connect_timeout: float = 3.0) -> None:
-    """The Epilog's delivery = push: one short transaction, StoreError on failure."""
+    """The Epilog's delivery = push: one short transaction, StoreError on failure. Never migrates
+    the schema nor imports Alembic (open_engine's push mode): a store behind this piqc-slurm's
+    head is a StoreError naming `piqc-slurm db upgrade`, and the summary stays spooled."""
     from piqc_slurm.store.db import open_engine
 
     doc = check_format(json.loads(Path(summary_path).read_text()), str(summary_path))
-    engine = open_engine(db_url, connect_timeout=connect_timeout)
+    engine = open_engine(db_url, connect_timeout=connect_timeout, mode="push")
     try:
         with Session(engine) as session, session.begin():
             upsert_summary(session, doc, read_timeline(Path(timeline_path), doc.get("timeline_bins")))

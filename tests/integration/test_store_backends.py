@@ -121,7 +121,9 @@ def test_newer_summary_format_is_left_for_a_newer_ingest(engine, tmp_path):
     bad = spool / "c.2.0.vm.summary.json"
     bad.write_text("{not json")
     r = ingest(engine, cluster="piqc", sacct_file=str(SACCT / "completed.ingest.txt"), spool_dirs=[spool.parent])
-    assert r.summaries_newer and r.summaries_bad and f.exists() and bad.exists()
+    # the newer one is left where it is; the malformed one is set aside with its reason
+    assert r.summaries_newer and r.summaries_quarantined and f.exists() and not bad.exists()
+    assert (spool / "quarantine" / bad.name).exists()
 
 
 def test_unreachable_store_is_a_one_line_error(store_url):
@@ -145,7 +147,7 @@ def test_ingest_with_the_store_down_keeps_the_spool_and_a_later_run_completes(st
     before = sorted((p.name, p.read_bytes()) for p in spool.iterdir())
     down = "postgresql+psycopg://piqc:x@127.0.0.1:1/nowhere" if "postgresql" in store_url \
         else "sqlite:////proc/nonexistent/store.db"
-    argv = [sys.executable, "-m", "piqc_slurm", "--db", down, "ingest", "--sacct-file",
+    argv = [sys.executable, "-m", "piqc_slurm", "--db", down, "ingest", "--create-store", "--sacct-file",
             str(SACCT / "completed.ingest.txt"), "--spool", str(spool.parent)]
     r = subprocess.run(argv, capture_output=True, text=True)
     assert r.returncode == 3, r.stderr
