@@ -10,7 +10,8 @@ Accepted (case-insensitive):
   now[{+|-}N[seconds|minutes|hours|days|weeks]]  (also sec/min/hour/day/week, plural or not; no unit: seconds)
   uts<epoch seconds>            an absolute instant (as Slurm's parse_time accepts)
 A bare date means local midnight in `tz` (the zone of the host that asks,
-as sacct does).
+as sacct does). Digits are ASCII only; a time before 1970 or after 9999 is a
+UsageError too (it could not be stored or printed).
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from zoneinfo import ZoneInfo
 
 from piqc_slurm.errors import UsageError
 
-_REL = re.compile(r"^now(?:([+-])(\d+)(seconds?|sec|minutes?|min|hours?|days?|weeks?)?)?$")
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(am|pm)?$")
-_ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[t ](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
-_MDY = re.compile(r"^(\d{2})(\d{2})(\d{2})?$")
-_MDY_SEP = re.compile(r"^(\d{1,2})([/.])(\d{1,2})(?:\2(\d{2}|\d{4}))?$")
+# ASCII only: `\d` would take Arabic-Indic digits, which int() then reads (sacct takes 0-9 only).
+_REL = re.compile(r"^now(?:([+-])(\d+)(seconds?|sec|minutes?|min|hours?|days?|weeks?)?)?$", re.ASCII)
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(am|pm)?$", re.ASCII)
+_ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[t ](\d{1,2}):(\d{2})(?::(\d{2}))?)?$", re.ASCII)
+_MDY = re.compile(r"^(\d{2})(\d{2})(\d{2})?$", re.ASCII)
+_MDY_SEP = re.compile(r"^(\d{1,2})([/.])(\d{1,2})(?:\2(\d{2}|\d{4}))?$", re.ASCII)
+# 1970 .. 9999-12-31T23:59:59Z: uts99999999999999999999 or now-99999999999weeks would reach the store
+# as a bound parameter no SQLite INTEGER holds, and the clock functions as an OverflowError.
+MAX_TIME = 253402300799
 _NAMED = {"midnight": time(0), "today": time(0), "noon": time(12), "elevenses": time(11),
           "fika": time(15), "teatime": time(16)}
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -41,10 +46,13 @@ def parse_timespec(spec: str, *, now: datetime | None = None, tz: tzinfo | None 
     now = now.astimezone(tz) if now is not None else datetime.now(tz)
     s = spec.strip().lower()
     try:
-        return _parse(s, now, tz)
+        t = _parse(s, now, tz)
     except (ValueError, OverflowError):
         raise UsageError(f"invalid time specification {spec!r} (try 2026-11-28, 2026-11-28T08:00, "
                          "now-1days, midnight, 11/28)") from None
+    if not 0 <= t <= MAX_TIME:
+        raise UsageError(f"time specification {spec!r} is out of range (1970-01-01 .. 9999-12-31)")
+    return t
 
 
 def _at(d: date, t: time, tz: tzinfo) -> int:

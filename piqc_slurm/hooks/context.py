@@ -61,6 +61,10 @@ def _int(env: dict[str, str], name: str, required: bool = False) -> int | None:
         return None
     if not (raw.isascii() and raw.isdigit()):  # '²'.isdigit() is True, int('²') is not
         raise ContextError(f"{name} is not a non-negative integer: {raw[:40]!r}")
+    # Slurm's ids and counts are uint32; a longer one would reach file names and the store
+    # (and int() of 4,300+ digits is a ValueError of its own)
+    if len(raw.lstrip("0")) > 10 or int(raw) > 0xFFFFFFFF:
+        raise ContextError(f"{name} is out of range: {raw[:40]!r}")
     return int(raw)
 
 
@@ -78,7 +82,7 @@ def parse_gpus(raw: str | None) -> tuple[int, ...]:
     out = []
     for part in raw.split(","):
         part = part.strip()
-        if not (part.isascii() and part.isdigit()) or int(part) > 4095:
+        if not (part.isascii() and part.isdigit()) or len(part.lstrip("0")) > 4 or int(part) > 4095:
             raise ContextError(f"SLURM_JOB_GPUS has a bad entry: {part[:20]!r}")
         out.append(int(part))
     return tuple(out)

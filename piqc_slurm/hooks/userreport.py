@@ -17,7 +17,8 @@ import stat
 import time
 from dataclasses import dataclass
 
-_PATTERN = re.compile(r"%(\d*)([%AaJjNnsStux])")
+_PATTERN = re.compile(r"%(\d*)([%AaJjNnsStux])", re.ASCII)  # C's isdigit(): 0-9 only
+MAX_PAD = 10  # Slurm's expand_stdio_fields/fname_create: "The maximum padding is 10"
 _UNEXPANDABLE = set("JnsStx")  # step/task ids and the job name: unknown in a slurmd Epilog
 
 
@@ -39,7 +40,7 @@ def expand_output_path(pattern: str | None, v: PatternInputs) -> str:
     """Slurm's filename pattern (man sbatch, "filename pattern") -> a path.
 
     %j job id, %u user, %N node, %A array master id, %a array task id, %%;
-    a number after % zero-pads (%4j). A backslash anywhere disables
+    a number after % zero-pads (%4j; at most 10 digits, as in Slurm). A backslash anywhere disables
     expansion. No pattern: Slurm's default slurm-%j.out (slurm-%A_%a.out for
     arrays) in the work dir. Patterns naming what the Epilog cannot know
     (%x job name, %s/%S step, %t task, %n node index, %J) raise PatternError.
@@ -68,15 +69,21 @@ def expand_output_path(pattern: str | None, v: PatternInputs) -> str:
                 return v.user
             else:  # N
                 return v.node
-            return str(value).zfill(int(width)) if width else str(value)
+            # clamped as Slurm does: `%99999999999j` must not build a huge string (nor int() 4,300 digits)
+            pad = MAX_PAD if len(width.lstrip("0")) > 2 else min(int(width or 0), MAX_PAD)
+            return str(value).zfill(pad)
 
         path = _PATTERN.sub(sub, pattern)
     if not path.startswith("/"):
         if not v.work_dir:
             raise PatternError("relative output path and no work dir")
+        if not v.work_dir.startswith("/"):  # slurmd's is absolute; relative would be the Epilog's cwd
+            raise PatternError(f"relative output path and a relative work dir {v.work_dir[:80]!r}")
         path = os.path.join(v.work_dir, path)
     if path.startswith("/dev/"):
-        raise PatternError(f"output goes to {path}: no report")
+        raise PatternError(f"output goes to {path[:80]!r}: no report")
+    if "\0" in path:  # no C string holds one; os.open would raise ValueError
+        raise PatternError(f"output path has a NUL byte: {path[:80]!r}")
     return path
 
 

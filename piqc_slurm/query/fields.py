@@ -120,6 +120,12 @@ class Column:
     width: int   # the width in effect (sacct: the last %N given for this field wins)
 
 
+_LONG_MAX = 2**63 - 1
+# sacct formats a cell into a stack buffer of the width (print_fields.c): a width of millions crashes
+# it, and would have piqc-slurm build gigabyte lines. A wider %N is refused.
+MAX_WIDTH = 65536
+
+
 def c_atoi(s: str) -> int:
     """C atoi(): optional blanks and sign, then digits; stops at the first other char; 0 if none."""
     i, n = 0, len(s)
@@ -132,7 +138,11 @@ def c_atoi(s: str) -> int:
     j = i
     while j < n and "0" <= s[j] <= "9":
         j += 1
-    return sign * int(s[i:j]) if j > i else 0
+    if j == i:
+        return 0
+    digits = s[i:j].lstrip("0") or "0"
+    # strtol saturates at LONG_MAX (and int() refuses 4,300+ digits)
+    return sign * (_LONG_MAX if len(digits) > 19 else min(int(digits), _LONG_MAX))
 
 
 def resolve(name: str) -> list[str]:
@@ -146,7 +156,8 @@ def resolve(name: str) -> list[str]:
                 raise UsageError(f"field {cand!r} (asked as {name!r}) is not kept in the store; "
                                  f"see `piqc-slurm sacct -e` for the fields it can show")
             return [cand]
-    raise UsageError(f'Invalid field requested: "{name}" (see `piqc-slurm sacct -e`)')
+    shown = f'"{name}"' if name.isprintable() else repr(name)  # one line, whatever was typed
+    raise UsageError(f"Invalid field requested: {shown} (see `piqc-slurm sacct -e`)")
 
 
 def parse_format(specs: list[str] | tuple[str, ...]) -> list[Column]:
@@ -161,6 +172,8 @@ def parse_format(specs: list[str] | tuple[str, ...]) -> list[Column]:
             if "%" in item:
                 item, _, rest = item.partition("%")
                 width = c_atoi(rest)
+                if abs(width) > MAX_WIDTH:
+                    raise UsageError(f"field width out of range in {raw.strip()[:60]!r} (at most {MAX_WIDTH})")
             items.append((item, width))
     names: list[str] = []
     widths: dict[str, int] = {}

@@ -46,15 +46,27 @@ def _split(text: str) -> list[str]:
     return [s for s in out if s]
 
 
+def _show(item: str) -> str:
+    """The item as sacct names it in its message; quoted where it would break the one line."""
+    return item if item.isprintable() else repr(item)
+
+
+def _u32(digits: str, item: str) -> int:
+    """An id or task number: at most 4294967295 (int() of 5,000 digits would be a ValueError)."""
+    if len(digits.lstrip("0")) > 10 or int(digits) > _U32:
+        raise UsageError(f"job id out of range: {_show(item)}")
+    return int(digits)
+
+
 def _range(spec: str, item: str) -> list[int]:
     tasks: list[int] = []
     for part in spec.strip("[]").split(","):
         lo, dash, hi = part.partition("-")
         if not (lo.isascii() and lo.isdigit()) or (dash and not (hi.isascii() and hi.isdigit())):
-            raise UsageError(f"Bad job array element specified: {item}")
-        a, b = int(lo), int(hi) if dash else int(lo)
+            raise UsageError(f"Bad job array element specified: {_show(item)}")
+        a, b = _u32(lo, item), _u32(hi, item) if dash else _u32(lo, item)
         if b < a or b - a > 1_000_000:
-            raise UsageError(f"Bad job array element specified: {item}")
+            raise UsageError(f"Bad job array element specified: {_show(item)}")
         tasks.extend(range(a, b + 1))
     return tasks
 
@@ -62,31 +74,31 @@ def _range(spec: str, item: str) -> list[int]:
 def parse_jobs(values: list[str] | tuple[str, ...]) -> list[JobSel]:
     """-j values (comma lists, repeatable) -> selections, in order, without duplicates."""
     out: list[JobSel] = []
+    seen: set[JobSel] = set()   # `1_[0-1000000]`: a list membership test per task would be quadratic
     for value in values:
         for item in _split(value):
             if not item[:1].isdigit() or not item.isascii():
-                raise UsageError(f"Bad job/step specified: {item}")
+                raise UsageError(f"Bad job/step specified: {_show(item)}")
             head = item.split(".", 1)[0]   # a step id selects its job's allocation line (as sacct -X)
             m = _ITEM.fullmatch(head)
             if not m:
                 if "_" in head:
-                    raise UsageError(f"Bad job array element specified: {item}")
+                    raise UsageError(f"Bad job array element specified: {_show(item)}")
                 if "+" in head:
-                    raise UsageError(f"Bad hetjob offset specified: {item}")
-                raise UsageError(f"Bad job/step specified: {item}")
-            job = int(m.group(1))
-            if job > _U32:
-                raise UsageError(f"job id out of range: {item}")
+                    raise UsageError(f"Bad hetjob offset specified: {_show(item)}")
+                raise UsageError(f"Bad job/step specified: {_show(item)}")
+            job = _u32(m.group(1), item)
             sels: list[JobSel]
             if m.group(2) is not None and m.group(2).startswith("["):
                 sels = [JobSel(job, task=t) for t in _range(m.group(2), item)]
             elif m.group(2) is not None:
-                sels = [JobSel(job, task=int(m.group(2)))]
+                sels = [JobSel(job, task=_u32(m.group(2), item))]
             elif m.group(3) is not None:
-                sels = [JobSel(job, het=int(m.group(3)))]
+                sels = [JobSel(job, het=_u32(m.group(3), item))]
             else:
                 sels = [JobSel(job)]
             for s in sels:
-                if s not in out:
+                if s not in seen:
+                    seen.add(s)
                     out.append(s)
     return out

@@ -90,11 +90,35 @@ class _Params:
         self.values: dict[str, Any] = {}
 
     def add(self, name: str, value: Any) -> str:
+        if isinstance(value, str) and not value.isascii():
+            value = _storable(value)
         self.values[name] = value
         return f":{name}"
 
     def many(self, prefix: str, values: Iterable[Any]) -> str:
         return ", ".join(self.add(f"{prefix}{i}", v) for i, v in enumerate(values))
+
+
+def _storable(text: str) -> str:
+    """A value from the command line as the store can bind it: argv bytes that are not UTF-8
+    arrive as surrogates (\udcff), which no driver encodes; they become U+FFFD, as ingest stores
+    such bytes of a job name or account."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate outside the escape range (not from argv)
+        raw = text.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
+
+
+def _runs(values: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted distinct ints as (first, last) runs of consecutive values: 1-3,7 -> [(1, 3), (7, 7)]."""
+    runs: list[tuple[int, int]] = []
+    for v in sorted(set(values)):
+        if runs and v == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], v)
+        else:
+            runs.append((v, v))
+    return runs
 
 
 def _q(alias: str, col: str) -> str:
@@ -150,12 +174,27 @@ def where(sel: Selection, a: str, p: _Params) -> list[str]:
             ids = p.many("job", plain)
             alts.append(f"{col('job_id_raw')} IN ({ids}) OR {col('het_job_id')} IN ({ids}) OR "
                         f"{col('array_job_id')} IN ({ids})")
-        for i, j in enumerate(x for x in sel.jobs if x.task is not None):
-            alts.append(f"({col('array_job_id')} = {p.add(f'aj{i}', j.job)} AND "
-                        f"{col('array_task_id')} = {p.add(f'at{i}', j.task)})")
-        for i, j in enumerate(x for x in sel.jobs if x.het is not None):
-            alts.append(f"({col('het_job_id')} = {p.add(f'hj{i}', j.job)} AND "
-                        f"{col('het_job_offset')} = {p.add(f'ho{i}', j.het)})")
+        # one term per array job (its tasks as runs: `1234_[1-5000]` is one BETWEEN, not 5000 ORs,
+        # which SQLite refuses past an expression depth of 1000) and per het job
+        tasks: dict[int, list[int]] = {}
+        hets: dict[int, list[int]] = {}
+        for j in sel.jobs:
+            if j.task is not None:
+                tasks.setdefault(j.job, []).append(j.task)
+            elif j.het is not None:
+                hets.setdefault(j.job, []).append(j.het)
+        for i, (job, ids) in enumerate(tasks.items()):
+            runs = []
+            for k, (lo, hi) in enumerate(_runs(ids)):
+                if lo == hi:
+                    runs.append(f"{col('array_task_id')} = {p.add(f'at{i}_{k}', lo)}")
+                else:
+                    runs.append(f"{col('array_task_id')} BETWEEN {p.add(f'at{i}_{k}', lo)} AND "
+                                f"{p.add(f'au{i}_{k}', hi)}")
+            alts.append(f"({col('array_job_id')} = {p.add(f'aj{i}', job)} AND ({' OR '.join(runs)}))")
+        for i, (job, offsets) in enumerate(hets.items()):
+            alts.append(f"({col('het_job_id')} = {p.add(f'hj{i}', job)} AND "
+                        f"{col('het_job_offset')} IN ({p.many(f'ho{i}_', dict.fromkeys(offsets))}))")
         conds.append("(" + " OR ".join(alts) + ")")
     # "not ended before S": the store keeps an unset End as NULL (slurmdbd: 0); with S = 0 every job
     # passes, and leaving the test out lets the planner use the -j indexes instead of ix_jobs_end.

@@ -54,7 +54,9 @@ contract, so README should carry them too):
 - `catalog` is passed through raw; it is only checked to be an object of
   objects whose values are numbers or booleans.
 - NaN/Infinity (which Python's json reads) and a key given twice in one
-  object are errors as well.
+  object are errors as well; so are integers above 4294967295 (Slurm's
+  uint32 ids and counts), a node of more than 4096 GPUs, and phases so short
+  that they would repeat more than a million times over their job.
 """
 
 from __future__ import annotations
@@ -103,6 +105,9 @@ _EXIT_CODE = re.compile(r"\d+:\d+")
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SHOW_MAX = 60
+_INT_MAX = 0xFFFFFFFF
+_MAX_PHASE_SPANS = 1_000_000
+_NODE_GPUS_MAX = 4096  # device minors 0..4095 (hooks/context.py); simulate notes every GPU of a node
 
 
 class ScenarioError(ValueError):
@@ -200,6 +205,10 @@ def load_scenario(text: str) -> Scenario:
         doc = json.loads(text, object_pairs_hook=_Object)
     except json.JSONDecodeError as exc:
         raise ScenarioError("", f"line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise ScenarioError("", "not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer of 4,300+ digits (int's own limit)
+        raise ScenarioError("", f"not valid JSON: {str(exc).split(':')[0]}") from None
     return parse_scenario(doc)
 
 
@@ -291,8 +300,10 @@ def _node(raw: Any, path: str) -> Node:
     if not isinstance(name, str) or not _HOST.fullmatch(name):
         raise ScenarioError(f"{path}.name", f"expected a host name like 'gpu01', got {_show(name)}")
     partition = _text(obj["partition"], f"{path}.partition") if "partition" in obj else None
-    return Node(name=name, gpu_type=_text(obj["gpu_type"], f"{path}.gpu_type"),
-                gpus=_int(obj["gpus"], f"{path}.gpus", 0), partition=partition)
+    gpus = _int(obj["gpus"], f"{path}.gpus", 0)
+    if gpus > _NODE_GPUS_MAX:
+        raise ScenarioError(f"{path}.gpus", f"expected at most {_NODE_GPUS_MAX}, got {gpus}")
+    return Node(name=name, gpu_type=_text(obj["gpu_type"], f"{path}.gpu_type"), gpus=gpus, partition=partition)
 
 
 def _job(raw: Any, path: str, nodes: Mapping[str, Node], catalog: Mapping[str, dict]) -> Job:
@@ -362,6 +373,13 @@ def _job(raw: Any, path: str, nodes: Mapping[str, Node], catalog: Mapping[str, d
     mem_cap = _mem_cap(catalog, node)
     for k, raw_load in enumerate(_list(obj.get("gpu_load", []), f"{path}.gpu_load")):
         loads.append(_load(raw_load, f"{path}.gpu_load[{k}]", k, gpu_indices, held, mem_cap))
+        util = loads[-1].util
+        if isinstance(util, tuple) and start is not None and end is not None:
+            # iter_spans yields a span per phase over the whole job: 1e-300 s phases would never end
+            cycle = sum(ph.seconds for ph in util)
+            if (end - start) / cycle > _MAX_PHASE_SPANS / len(util):
+                raise ScenarioError(f"{path}.gpu_load[{k}].util", f"phases of {cycle:g} s in all repeat too "
+                                    f"often over the job's {end - start} s (at most {_MAX_PHASE_SPANS:,} spans)")
 
     return Job(
         job_id=job_id,
@@ -517,8 +535,11 @@ def _show(value: Any) -> str:
     else:
         try:
             text = json.dumps(value)
-        except (TypeError, ValueError):
-            text = repr(value)
+        except (TypeError, ValueError, RecursionError):
+            try:
+                text = repr(value)
+            except (ValueError, RecursionError):  # 4,300+ digits; nested too deeply
+                text = f"a {type(value).__name__}"
     return text if len(text) <= _SHOW_MAX else text[:_SHOW_MAX - 3] + "..."
 
 
@@ -559,6 +580,8 @@ def _bool(raw: Any, path: str) -> bool:
 def _int(raw: Any, path: str, lo: int | None = None, hi: int | None = None) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int):
         raise ScenarioError(path, f"expected an integer, got {_show(raw)}")
+    if hi is None and raw > _INT_MAX:  # ids, counts and minutes are uint32 in Slurm (and in the store)
+        raise ScenarioError(path, f"expected at most {_INT_MAX}, got {_show(raw)}")
     if hi is not None and lo is not None and not lo <= raw <= hi:
         raise ScenarioError(path, f"expected {lo}..{hi}, got {raw}")
     if lo is not None and raw < lo:
@@ -568,7 +591,7 @@ def _int(raw: Any, path: str, lo: int | None = None, hi: int | None = None) -> i
 
 def _number(raw: Any, path: str, lo: float | None = None, hi: float | None = None,
             strict_lo: bool = False) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not _finite(raw):
         raise ScenarioError(path, f"expected a number, got {_show(raw)}")
     if lo is not None and hi is not None:
         if not lo <= raw <= hi:
@@ -576,6 +599,19 @@ def _number(raw: Any, path: str, lo: float | None = None, hi: float | None = Non
     elif lo is not None and (raw <= lo if strict_lo else raw < lo):
         raise ScenarioError(path, f"expected {'>' if strict_lo else '>='} {lo:g}, got {_show(raw)}")
     return float(raw)
+
+
+def _key(name: str) -> str:
+    """A key of the file as a path part: quoted where it would break the one-line message."""
+    return name if name.isprintable() else repr(name)
+
+
+def _finite(x: int | float) -> bool:
+    """Finite as a float: math.isfinite(10**400) is an OverflowError, not False."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _fraction(obj: Mapping[str, Any], key: str, path: str) -> float | None:
@@ -606,7 +642,7 @@ def _price_table(raw: Any, path: str) -> dict[str, float]:
     for key, value in raw.items():
         if not isinstance(key, str) or not key:
             raise ScenarioError(path, f"expected a GPU type or partition name as key, got {_show(key)}")
-        out[key] = _number(value, f"{path}.{key}", 0)
+        out[key] = _number(value, f"{path}.{_key(key)}", 0)
     return out
 
 
@@ -618,12 +654,12 @@ def _catalog(raw: Any, path: str) -> dict[str, dict]:
     for gpu_type, spec in raw.items():
         if not isinstance(gpu_type, str) or not gpu_type:
             raise ScenarioError(path, f"expected a GPU type as key, got {_show(gpu_type)}")
-        where = f"{path}.{gpu_type}"
+        where = f"{path}.{_key(gpu_type)}"
         if not isinstance(spec, Mapping):
             raise ScenarioError(where, f"expected an object, got {_show(spec)}")
         _object(spec, where, tuple(spec), ())
         for key, value in spec.items():
-            if not isinstance(value, bool) and (not isinstance(value, (int, float)) or not math.isfinite(value)):
-                raise ScenarioError(f"{where}.{key}", f"expected a number or true/false, got {_show(value)}")
+            if not isinstance(value, bool) and (not isinstance(value, (int, float)) or not _finite(value)):
+                raise ScenarioError(f"{where}.{_key(key)}", f"expected a number or true/false, got {_show(value)}")
         out[gpu_type] = dict(spec)
     return out

@@ -328,8 +328,9 @@ def parse_show_config(text: str) -> dict[str, str]:
 # One GRES of a node, as slurm.conf writes it (`<name>[:<type>][:no_consume]:<number>[K|M|G|T|P]`) or as
 # slurmctld rebuilds it once slurmd registers (gres.c, _build_node_gres_str: the count with the same
 # suffixes, then the sockets, `(S:0-1)` or `(S:0,2,4)`).
-_GRES_ITEM = re.compile(r"^gpu(?::(?!no_consume:)(?P<type>[^:(]+))?(?::no_consume)?:(?P<count>\d+)(?P<suffix>[KMGTP]?)"
-                        r"(?:\(.*\))?$")
+_GRES_ITEM = re.compile(r"gpu(?::(?!no_consume:)(?P<type>[^:(]+))?(?::no_consume)?:(?P<count>[0-9]{1,10})"
+                        r"(?P<suffix>[KMGTP]?)(?:\(.*\))?", re.ASCII)  # fullmatch; ASCII: int() takes '١'
+_GRES_MAX = 0xFFFFFFFF  # a count beyond uint32 (99999P) is no GPU count; the inventory could not hold it
 
 
 def parse_node_gres(text: str) -> dict[str, list[tuple[str | None, int]]]:
@@ -349,11 +350,11 @@ def parse_node_gres(text: str) -> dict[str, list[tuple[str | None, int]]]:
         items = []
         # the commas between GRES, not those of a socket list `(S:0,2)`, whatever the next GRES is named
         for item in re.split(r",(?![^(]*\))", gres):
-            m = _GRES_ITEM.match(item.strip())
+            m = _GRES_ITEM.fullmatch(item.strip())
             if m:
                 suffix = m.group("suffix")
                 count = int(m.group("count")) * (1024 ** ("KMGTP".index(suffix) + 1) if suffix else 1)
-                if count:
+                if 0 < count <= _GRES_MAX:
                     items.append((m.group("type"), count))
         if items:
             out[node] = items
@@ -399,11 +400,15 @@ def parse_node_events(text: str, *, fields: tuple[str, ...] = EVENT_FIELDS, epoc
             raise ParseError(f"expected {len(want)} fields, got {len(values)}", source="sacctmgr show event",
                              line=n, value=line)
         row = dict(zip(want, values, strict=True))
-        start = parse_time(row["start"], epoch=epoch, tz=tz)
+        try:
+            start = parse_time(row["start"], epoch=epoch, tz=tz)
+            end = parse_time(row["end"], epoch=epoch, tz=tz)
+        except ParseError as e:  # name the line, as every other parser here does
+            field = "Start" if e.value == row["start"] else "End"
+            raise ParseError(e.message, source="sacctmgr show event", line=n, field=field, value=e.value) from e
         if start is None:
             raise ParseError(f"event without a start: {line!r}", source="sacctmgr show event", line=n,
                              field="Start", value=row["start"])
-        end = parse_time(row["end"], epoch=epoch, tz=tz)
         out.append(NodeEvent(row.get("cluster", cluster), row["nodename"], start, end, row["state"],
                              row["reason"]))
     return out

@@ -84,6 +84,7 @@ JOB_COLUMNS: tuple[str, ...] = (
 )
 _HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _MAX_SPLITS_TRIED = 2000
+_BIGINT = 2**63 - 1  # the store's widest integer column
 
 
 def _signal(exit_code: str) -> int:
@@ -295,6 +296,8 @@ def _tres_facts(s: str) -> tuple[int, str | None, int | None, int]:
     tres = parse_tres(s) if s else {}
     gpus, gpu_type = gpus_from_tres(tres)
     mem = mem_mib(tres["mem"]) if "mem" in tres else None
+    if mem is not None and mem > _BIGINT:  # mem=999999999999999P: the jobs upsert could not bind it
+        raise ParseError(f"memory size out of range: {tres['mem']!r}", value=tres["mem"])
     return gpus, gpu_type, mem, tres_count(tres, "node")
 
 
@@ -416,7 +419,7 @@ def parse_sacct(text: str, *, source: str, epoch_times: bool, tz: tzinfo | str |
     try:
         zone = resolve_tz(tz)
     except ParseError as e:
-        raise ParseError(str(e), source=source, field="tz", value=tz) from e
+        raise ParseError(e.message, source=source, field="tz", value=tz) from e
     if text.startswith("\ufeff"):
         text = text[1:]
     phys = text.split("\n")

@@ -16,6 +16,7 @@ figure to within a second.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import NamedTuple
@@ -125,7 +126,10 @@ def money(usd: float | None) -> float | None:
     exactly $0.435, computed as 0.43499999999999994, and must print 0.44 as by hand."""
     if usd is None:
         return None
-    exact = Decimal(repr(float(usd))).quantize(_NANO, rounding=ROUND_HALF_UP)
+    usd = float(usd)
+    if not math.isfinite(usd) or abs(usd) >= 1e15:
+        return usd  # no cents to round (a float has none there; quantize would overflow 28 digits)
+    exact = Decimal(repr(usd)).quantize(_NANO, rounding=ROUND_HALF_UP)
     return float(exact.quantize(_CENT, rounding=ROUND_HALF_UP))
 
 
