@@ -22,6 +22,8 @@
 #   PIQC_HOOK_LOG  also append Begin/End lines, and piqc-slurm's own messages, to this file
 PIQC_HOOK_ENV=/etc/default/piqc-slurm
 PIQC_BIN=/opt/piqc/venv/bin/piqc-slurm
+# Settings come from the file above only, never from the environment slurmd was given.
+unset PIQC_HOOK_LOG PIQC_TIMEOUT PIQC_CONFIG
 
 if [ -r "$PIQC_HOOK_ENV" ]; then
     . "$PIQC_HOOK_ENV" >/dev/null 2>&1
@@ -41,7 +43,7 @@ note() {
     return 0
 }
 
-job=${SLURM_JOB_ID:-unknown}
+job=$(printf '%s' "${SLURM_JOB_ID:-unknown}" | /usr/bin/tr -c 'A-Za-z0-9_.+-' '_')  # one log line, whatever it holds
 note "$verb Begin job=$job node=${SLURMD_NODENAME:-?}"
 if [ "$verb" = unknown ]; then
     note "$verb End job=$job rc=- (cannot tell prolog from epilog: SLURM_SCRIPT_CONTEXT unset)"

@@ -99,21 +99,27 @@ def test_time_weighted_util_for_a_gpu_lost_half_way(url):
 
 def test_no_sampler_data_prints_empty_but_cost_is_known(url):
     r = rows(url, "137,140,200,201,202")
-    assert r["137"] == ["2", "h100", "", "", "", "", r["137"][6], "", "", "", ""]     # NVML failed: no GPU rows
+    # NVML failed: no GPU rows. job_for: start int(1795868916.836) = 1795868916, end int(1795868918.988) + 1 =
+    # 1795868919 -> 3 s; 2 x h100 at $4: 2 * 3/3600 * 4 = 0.00667 -> 0.01
+    assert r["137"] == ["2", "h100", "", "", "", "", "0.01", "", "", "", ""]
     assert r["140"][2:6] == ["", "", "", ""]                                          # monitoring off
-    assert r["200"] == ["2", "", "", "", "", "", r["200"][6], "", "", "", ""]
+    # 4gpu-2idle's times: 1795868856 .. 1795868896 + 1 -> 41 s; 2 GPUs of no type: the catalog's fallback $2.00
+    # (data/gpus.json fallback_price): 2 * 41/3600 * 2 = 0.04556 -> 0.05
+    assert r["200"] == ["2", "", "", "", "", "", "0.05", "", "", "", ""]
     assert r["201"] == ["0", "", "", "", "", "", "0.00", "", "", "", ""]
     # 3 GPUs x 2 h x the catalog's a10g price ($1.01 in data/gpus.json): config [prices] has only h100
     assert r["202"][6] == "6.06"
     assert rows(url, "202", priced({"a10g": 2.5}))["202"][6] == "15.00"
-    assert rows(url, "200", priced({"default": 3.0}))["200"][6] == \
-        f"{2 * (int(summary('4gpu-2idle')['ended']) + 1 - int(summary('4gpu-2idle')['started'])) / 3600 * 3:.2f}"
+    # [prices] default = 3.0 replaces the fallback: 2 GPUs * 41/3600 h * $3 = 0.06833 -> 0.07
+    assert rows(url, "200", priced({"default": 3.0}))["200"][6] == "0.07"
 
 
 def test_a_killed_sampler_still_counts_its_idle_gpu(url):
     r = rows(url, "136")["136"]
     assert r[:6] == ["1", "h100", "0", "0.0", "0.00", "0.000"]
-    assert r[7] == r[6]                         # the one GPU did nothing: all of the cost is waste
+    # 1795868900 .. int(1795868916.013) + 1 = 1795868917 -> 17 s; 1 x h100 at $4: 17/3600 * 4 = 0.01889 -> 0.02,
+    # and the one GPU did nothing: all of it is waste
+    assert r[6:8] == ["0.02", "0.02"]
 
 
 def test_json_types(url):

@@ -100,7 +100,9 @@ def test_unknown_summary_version_is_refused():
 
 
 def test_seff_and_sacct_agree_on_cost_utilization_and_waste(tmp_path):
-    """seff computes its GPU figures through the query code, so the two never disagree."""
+    """seff and sacct print the same cost, utilization and waste: each checked against the figures computed
+    here by hand from the recorded summary, not against each other."""
+    import os
     import subprocess
     import sys
 
@@ -117,14 +119,21 @@ def test_seff_and_sacct_agree_on_cost_utilization_and_waste(tmp_path):
     with Session(engine) as session, session.begin():
         upsert_summary(session, s, [])
     engine.dispose()
-    base = [sys.executable, "-m", "piqc_slurm", "--db", url]
+    config = tmp_path / "piqc.toml"
+    config.write_text("[prices]\nh100 = 4.0\n")             # a price of our own, never /etc/piqc's
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIQC_")}
+    base = [sys.executable, "-m", "piqc_slurm", "--config", str(config), "--db", url]
+    # by hand, from 4gpu-2idle.summary.json: elapsed int(1795868896.914 - 1795868856.685) = 40 s;
+    # cost 4 GPUs * 40/3600 h * $4 = 0.17778 -> 0.18; utilization 2 GPUs at 77.766 % of 4: 155.532 / 4 = 38.883
+    # -> 38.9; waste: GPUs 2 and 3 did no work, 2/4 of 0.17778 = 0.08889 -> 0.09
     out = subprocess.run(base + ["sacct", "-j", str(s["job_id"]), "-P", "-n", "-o", "CostUSD,GPUUtilAvg,WasteUSD"],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    cost, util, waste = out.split("|")
-    seff = subprocess.run(base + ["seff", str(s["job_id"])], capture_output=True, text=True, check=True).stdout
-    assert f"GPU cost: ${cost} " in seff
-    assert f"GPU utilization over the allocation: {util}%" in seff
-    assert f"${waste} of ${cost} bought idle GPUs." in seff
+                         capture_output=True, text=True, check=True, env=env).stdout.strip()
+    assert out == "0.18|38.9|0.09"
+    seff = subprocess.run(base + ["seff", str(s["job_id"])], capture_output=True, text=True, check=True,
+                          env=env).stdout
+    assert "GPU cost: $0.18 " in seff
+    assert "GPU utilization over the allocation: 38.9%" in seff
+    assert "$0.09 of $0.18 bought idle GPUs." in seff
 
 
 def test_a_job_that_used_no_gpu_is_told_so():
