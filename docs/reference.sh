@@ -16,6 +16,14 @@ for name in sorted(_build_cli().commands):
     print(name)
 EOF
 )
+subs() {  # $1: a command group -> its subcommands
+    $PY - "$1" <<'EOF'
+import sys
+from piqc_slurm.cli import _build_cli
+for name in sorted(getattr(_build_cli().commands[sys.argv[1]], "commands", {})):
+    print(name)
+EOF
+}
 {
 cat <<'EOF'
 # piqc-slurm reference
@@ -45,12 +53,10 @@ holds the lock, 2 bad options, config or lock path, 143 stopped by SIGTERM.
 EOF
 help
 for c in $cmds; do
-    if [ "$c" = config ]; then
-        echo; echo "### \`piqc-slurm config\`"; help config
-        echo; echo "### \`piqc-slurm config show\`"; help config show
-        continue
-    fi
     echo; echo "### \`piqc-slurm $c\`"; help "$c"
+    for s in $(subs "$c"); do
+        echo; echo "### \`piqc-slurm $c $s\`"; help "$c" "$s"
+    done
 done
 for pair in nightly:nightly notify:notify-users; do
     mod=${pair%%:*}; c=${pair#*:}

@@ -105,6 +105,7 @@ def _build_cli():
         admin,
         analyze,
         costs,
+        db,
         digest,
         gaps,
         ingest,
@@ -113,6 +114,7 @@ def _build_cli():
         notify,
         seff,
         simulate,
+        spool,
         store_url,
     )
     from piqc_slurm.query.command import add_sacct_command
@@ -128,6 +130,8 @@ def _build_cli():
     nightly.register(cli)
     simulate.register(cli)
     admin.register(cli)
+    spool.register(cli)
+    db.register(cli)
     return cli
 
 

@@ -15,6 +15,7 @@ that each key is documented in both).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -39,6 +40,8 @@ class Setting(NamedTuple):  # not a dataclass: `dataclasses` costs the Prolog ~6
 SCHEMA: dict[str, dict[str, Setting] | Setting] = {
     "cluster": Setting(str, "", "Cluster name; empty: SLURM_CLUSTER_NAME in hooks, else sacct's."),
     "db": Setting(str, "", "SQLAlchemy URL of the store; empty: sqlite under /var/lib/piqc."),
+    "store_group": Setting(str, "", "Group of a SQLite store piqc-slurm creates (file 0640, new directories "
+                           "0750): its members may read it; empty: the creator's primary group."),
     "spool_dir": Setting(str, "/var/spool/piqc", "Node-local spool of sampler state and summaries (root-only)."),
     "delivery": Setting(str, "shared-spool", "How the Epilog delivers a summary after spooling it.",
                         choices=("push", "shared-spool", "spool-only")),
@@ -59,7 +62,10 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
         "timeline_bin": Setting(int, 60, "Seconds per timeline bin kept for charts.", minimum=1),
         "active_util": Setting(float, 5.0, "Utilization (%) at or above which a sample counts as active.",
                                minimum=0.0),
-        "orphan_check": Setting(float, 60.0, "Seconds between checks that the job still exists.", minimum=1.0),
+        "orphan_check": Setting(float, 30.0, "Seconds between checks that the job still exists (its slurmstepd); "
+                                "gone at two checks in a row: final checkpoint, partial summary, exit.", minimum=1.0),
+        "max_device_errors": Setting(int, 5, "NVML errors in a row (other than GPU lost) after which a GPU counts "
+                                     "as lost; fewer are retried with backoff.", minimum=1),
     },
     "epilog": {
         "flush_timeout": Setting(float, 5.0, "Seconds the Epilog waits for the sampler's final flush.",
@@ -71,6 +77,12 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
                                         minimum=0.1),
         "push_jitter": Setting(float, 2.0, "Random delay (s) before a push, to spread a wave of Epilogs.",
                                minimum=0.0),
+        "retry_backlog": Setting(int, 5, "After delivering its own summary, the Epilog retries at most this many "
+                                 "older outbox summaries (oldest first, within its time); 0: never.", minimum=0),
+    },
+    "spool": {
+        "retention_days": Setting(int, 30, "`spool prune` deletes delivered, taken-in and quarantined spool files "
+                                  "older than this many days (never one the store lacks); 0: never.", minimum=0),
     },
     "usage": {
         "min_active_share": Setting(float, 0.05, "Share of its sampled time a GPU must be active (utilization at "
@@ -193,23 +205,41 @@ def _type_name(t: type | tuple[type, ...]) -> str:
     return names.get(t, str(t)) if isinstance(t, type) else " or ".join(_type_name(x) for x in t)
 
 
+def _show(value: Any) -> str:
+    """repr for a message, cut short (a value can be a huge table; int repr stops at 4,300 digits)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _check(path: str, key: str, setting: Setting, value: Any) -> Any:
     t = setting.type
     ok = isinstance(value, t) and not (t is int and isinstance(value, bool))
     if t is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise ConfigError(f"{path}: {key}: expected {_type_name(t)}, got {value!r}")
+        raise ConfigError(f"{path}: {key}: expected {_type_name(t)}, got {_show(value)}")
+    if t is float and not math.isfinite(value):  # TOML has nan and inf; `nan < minimum` is False
+        raise ConfigError(f"{path}: {key}: expected a finite number, got {value!r}")
+    if t is int and not -2**63 <= value < 2**63:  # TOML integers are 64-bit; beyond, the store cannot hold it
+        raise ConfigError(f"{path}: {key}: expected a 64-bit integer, got {_show(value)}")
     if t is list and not all(isinstance(x, str) for x in value):
         raise ConfigError(f"{path}: {key}: expected a list of strings, got {value!r}")
     if setting.choices and value not in setting.choices:
         raise ConfigError(f"{path}: {key}: expected one of {', '.join(setting.choices)}, got {value!r}")
     if setting.minimum is not None and value < setting.minimum:
         raise ConfigError(f"{path}: {key}: expected at least {setting.minimum:g}, got {value!r}")
+    if key == "mail.port" and value > 65535:
+        raise ConfigError(f"{path}: {key}: expected a TCP port (1..65535), got {value!r}")
     if key in ("prices", "partition_prices"):
         for gpu, price in value.items():
-            if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
-                raise ConfigError(f"{path}: {key}.{gpu}: expected a price in USD per GPU-hour >= 0, got {price!r}")
+            # not `price < 0`: nan passes that, and a 400-digit integer would overflow float() below
+            if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price < 1e300:
+                where = f"{key}.{gpu}" if str(gpu).isprintable() else f"{key}.{str(gpu)!r}"  # one line
+                raise ConfigError(f"{path}: {where}: expected a price in USD per GPU-hour >= 0, "
+                                  f"got {_show(price)}")
         value = {str(k).lower(): float(v) for k, v in value.items()}
     return value
 
@@ -225,11 +255,11 @@ def decode(doc: dict[str, Any], path: str) -> dict[str, Any]:
             out[key] = _check(path, key, spec, val)
             continue
         if not isinstance(val, dict):
-            raise ConfigError(f"{path}: [{key}]: expected a table, got {val!r}")
+            raise ConfigError(f"{path}: [{key}]: expected a table, got {_show(val)}")
         for sub, subval in val.items():
             setting = spec.get(sub)
             if setting is None:
-                raise ConfigError(f"{path}: unknown key '{key}.{sub}' (known in [{key}]: {', '.join(spec)})")
+                raise ConfigError(f"{path}: unknown key {f'{key}.{sub}'!r} (known in [{key}]: {', '.join(spec)})")
             out[f"{key}.{sub}"] = _check(path, f"{key}.{sub}", setting, subval)
     return out
 
@@ -261,6 +291,12 @@ def load(explicit: str | None = None, db: str | None = None, env: dict[str, str]
             raise ConfigError(f"{path}: permission denied reading the config file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # tomllib decodes the whole file first
+            raise ConfigError(f"{path}: not valid TOML: not UTF-8 (byte {exc.start})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+        except ValueError as exc:  # an integer of 4,300+ digits: int()'s own limit, not a TOMLDecodeError
+            raise ConfigError(f"{path}: not valid TOML: {str(exc).split(':')[0]}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
         for key, val in decode(doc, path).items():
