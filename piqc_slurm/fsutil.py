@@ -4,7 +4,22 @@ Standard library only and cheap to import: the Prolog path uses them."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+
+def unsafe_dir(path: str | Path) -> str | None:
+    """Why root must not write in the existing directory `path` (a symlink or not a directory,
+    owned by someone else, writable by group or others), or None when it may. lstat: a missing
+    path raises FileNotFoundError."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a plain directory"
+    if st.st_uid != os.geteuid():
+        return f"{path} is owned by uid {st.st_uid}, not by us"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by group or others (mode {st.st_mode & 0o777:o})"
+    return None
 
 
 def write_all(fd: int, data: bytes) -> None:

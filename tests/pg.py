@@ -197,3 +197,14 @@ def psql(url: str, sql: str | None = None, file: str | Path | None = None,
     if r.returncode != 0:
         raise RuntimeError(f"psql as {u.username} in {u.database} failed: {r.stderr.strip()}")
     return r.stdout
+
+
+def plain(url: str, sql: str, params: dict | None = None) -> list[tuple]:
+    """Run one SQL statement on `url` in its own transaction (no pool); its rows, if any."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(sql), params or {})
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()

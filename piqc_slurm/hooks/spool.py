@@ -28,6 +28,8 @@ import os
 import stat
 from pathlib import Path
 
+from piqc_slurm.fsutil import unsafe_dir
+
 
 class SpoolError(OSError):
     pass
@@ -37,28 +39,18 @@ def ensure_dir(path: Path, mode: int = 0o700) -> Path:
     """Create `path` (and parents) root-only; refuse one that is a symlink or
     writable by others, since root will write in it."""
     path.mkdir(mode=mode, parents=True, exist_ok=True)
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise SpoolError(f"{path} is not a plain directory")
-    if st.st_uid != os.geteuid():
-        raise SpoolError(f"{path} is owned by uid {st.st_uid}, not by us")
-    if st.st_mode & 0o022:
-        raise SpoolError(f"{path} is writable by group or others (mode {st.st_mode & 0o777:o})")
+    check_dir(path)
     return path
 
 
 def check_dir(path: Path) -> None:
     """ensure_dir's checks on `path` where it exists, creating nothing."""
     try:
-        st = os.lstat(path)
+        why = unsafe_dir(path)
     except FileNotFoundError:
         return
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise SpoolError(f"{path} is not a plain directory")
-    if st.st_uid != os.geteuid():
-        raise SpoolError(f"{path} is owned by uid {st.st_uid}, not by us")
-    if st.st_mode & 0o022:
-        raise SpoolError(f"{path} is writable by group or others (mode {st.st_mode & 0o777:o})")
+    if why:
+        raise SpoolError(why)
 
 
 UNMONITORED = "refusing the spool: nothing is read or written there, this job runs unmonitored"

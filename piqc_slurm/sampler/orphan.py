@@ -30,11 +30,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
-from piqc_slurm.fsutil import write_atomic
+from piqc_slurm.fsutil import unsafe_dir, write_atomic
 
 log = logging.getLogger("piqc-slurm.sampler")
 
@@ -57,18 +56,14 @@ def _outbox(run_dir: Path) -> Path | None:
 
 def _ensure_private_dir(path: Path) -> None:
     """Create `path` 0700 if missing; refuse a symlink, another owner's or a group/other-writable
-    directory (hooks.spool.ensure_dir's rules: root writes there)."""
+    directory (fsutil.unsafe_dir, the hooks' rule too: root writes there)."""
     try:
         path.mkdir(mode=0o700)
     except FileExistsError:
         pass
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise OSError(f"{path} is not a plain directory")
-    if st.st_uid != os.geteuid():
-        raise OSError(f"{path} is owned by uid {st.st_uid}, not by us")
-    if st.st_mode & 0o022:
-        raise OSError(f"{path} is writable by group or others (mode {st.st_mode & 0o777:o})")
+    why = unsafe_dir(path)
+    if why:
+        raise OSError(why)
 
 
 def _read_json(path: Path) -> Any:

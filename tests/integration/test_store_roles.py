@@ -17,8 +17,8 @@ import secrets
 from pathlib import Path
 
 import pytest
-from pg import PostgresUnavailable, fresh_database, postgres_url, superuser_psql
-from sqlalchemy import create_engine, text
+from pg import PostgresUnavailable, fresh_database, plain, postgres_url, superuser_psql
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -71,14 +71,6 @@ def grant_units(statements: list[str]) -> list[tuple[str, str]]:
     return units
 
 
-def plain(url: str, sql: str, params: dict | None = None) -> list[tuple]:
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(text(sql), params or {})
-            return [tuple(r) for r in result] if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 class PushRole:

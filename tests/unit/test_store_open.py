@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from pg import plain
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -70,14 +71,6 @@ def at_revision(url: str, revision: str) -> None:
         engine.dispose()
 
 
-def plain(url: str, sql: str, params: dict | None = None) -> list[tuple]:
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(text(sql), params or {})
-            return [tuple(r) for r in result] if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 def revision_of(url: str) -> str:
