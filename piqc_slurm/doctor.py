@@ -81,6 +81,7 @@ def check_spool(spool_dir: str, delivery: str, shared_dir: str, db_url: str = ""
                                  "run piqc-slurm doctor as root"))
             else:
                 out.append(Check(OK, "spool", f"{p} root-only; {waiting}"))
+                out.extend(spool_losses(p))
     if delivery == "shared-spool":
         if not shared_dir:
             out.append(Check(FAIL, "shared-spool", "delivery = shared-spool but shared_spool_dir is empty",
@@ -90,6 +91,36 @@ def check_spool(spool_dir: str, delivery: str, shared_dir: str, db_url: str = ""
                              f"mkdir -p {shared_dir}, on storage every node mounts"))
         else:
             out.append(Check(OK, "shared-spool", f"{shared_dir} writable"))
+    return out
+
+
+def spool_losses(spool: Path) -> list[Check]:
+    """WARNs for what the node's spool could not keep or deliver: summaries lost (`lost.count`,
+    which the Epilog adds to when the outbox cannot take one: disk full, read-only) and summaries
+    set aside in `outbox/quarantine/` (a push could not read them; each has a `.reason`)."""
+    out = []
+    try:
+        raw = (spool / "lost.count").read_text().strip()
+    except FileNotFoundError:
+        raw = ""
+    except PermissionError:
+        return [_cannot_read("spool", spool / "lost.count")]
+    if raw and raw != "0":
+        out.append(Check(WARN, "spool", f"{raw} summar{'y' if raw == '1' else 'ies'} lost: the outbox could not "
+                         "take them (syslog: 'lost summary KEY: ...')",
+                         f"free space on or remount the spool's file system; the count is cumulative: "
+                         f"rm {spool / 'lost.count'} once seen"))
+    try:
+        held = sorted(e.name for e in os.scandir(spool / "outbox" / "quarantine")
+                      if e.name.endswith(".summary.json") and e.is_file(follow_symlinks=False))
+    except (FileNotFoundError, NotADirectoryError):
+        held = []
+    except PermissionError:
+        return out + [_cannot_read("spool", spool / "outbox" / "quarantine")]
+    if held:
+        out.append(Check(WARN, "spool", f"{len(held)} summar{'y' if len(held) == 1 else 'ies'} in "
+                         f"{spool / 'outbox' / 'quarantine'} (first: {held[0]})",
+                         "read each <name>.reason; fix the file and move it back to the outbox to deliver it"))
     return out
 
 

@@ -412,6 +412,39 @@ def _prune_old(res: PruneResult, d: Path, cutoff: float, dry_run: bool, keep: Ca
             _unlink(res, Path(e.path), dry_run, st)
 
 
+def _prune_orphaned(res: PruneResult, d: Path, cutoff: float, dry_run: bool) -> None:
+    """`orphaned/<key>/`: the run dirs of runs that ended without an Epilog (the sampler spooled
+    their summary into the outbox itself, and left a `spooled` marker naming it). What is left in
+    one is the sampler's working files: a dir whose newest file is older than `cutoff` goes; one
+    without the marker (no summary was spooled from it) is kept and said."""
+    from piqc_slurm.sampler.orphan import SPOOLED_NAME
+
+    for e in _entries(d):
+        if not e.is_dir(follow_symlinks=False):
+            continue
+        run = Path(e.path)
+        files = _entries(run)
+        if not any(f.name == SPOOLED_NAME for f in files):
+            res.kept.append(f"{run}: no summary was spooled from it")
+            continue
+        try:
+            newest = max([e.stat(follow_symlinks=False).st_mtime]
+                         + [f.stat(follow_symlinks=False).st_mtime for f in files])
+        except OSError:
+            continue
+        if newest >= cutoff:
+            res.recent += 1
+            continue
+        for f in files:
+            if not f.is_dir(follow_symlinks=False):
+                _unlink(res, Path(f.path), dry_run)
+        if not dry_run:
+            try:
+                run.rmdir()
+            except OSError as exc:
+                res.kept.append(f"{run}: cannot remove: {exc.strerror}")
+
+
 def prune(*, spool_dir: Path | None, shared_spool_dir: Path | None, older_than: float,
           open_store: Callable[[], Engine], dry_run: bool = False, now: float | None = None) -> PruneResult:
     """Delete what is older than `older_than` seconds and safe to delete (see the module's doc).
@@ -427,6 +460,7 @@ def prune(*, spool_dir: Path | None, shared_spool_dir: Path | None, older_than: 
             _prune_old(res, outbox, cutoff, dry_run, keep=lambda n: n[: -len(".reported")] in waiting,
                        suffixes=(".reported",))
             _prune_old(res, outbox / QUARANTINE, cutoff, dry_run)
+            _prune_orphaned(res, Path(spool_dir) / "orphaned", cutoff, dry_run)
         if shared_spool_dir is not None and Path(shared_spool_dir).is_dir():
             root = Path(shared_spool_dir)
             _prune_old(res, root / QUARANTINE, cutoff, dry_run)

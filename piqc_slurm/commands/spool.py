@@ -30,7 +30,9 @@ def register(group: click.Group) -> None:
             (cluster, job, restart, node, start) is in the store;
           files in quarantine/ directories (summaries ingest or a push could
             not read, with their .reason);
-          spool_dir/outbox/*.reported markers of runs no longer in the outbox.
+          spool_dir/outbox/*.reported markers of runs no longer in the outbox;
+          spool_dir/orphaned/<key>/ run dirs of runs that ended without an
+            Epilog, once the sampler had spooled their summary (`spooled`).
         Summaries waiting in the outbox are never touched. Symlinks are never
         followed. The store is opened read-only, and only if something is old
         enough to check. Only this store is asked: where a second store reads

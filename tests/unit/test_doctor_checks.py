@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from piqc_slurm.doctor import FAIL, OK, check_hooks, check_sacct, check_spool, hook_entry_point
+from piqc_slurm.doctor import FAIL, OK, WARN, check_hooks, check_sacct, check_spool, hook_entry_point
 
 pytestmark = pytest.mark.unit
 
@@ -259,3 +259,18 @@ def test_an_ordinary_user_gets_warnings_not_a_traceback() -> None:
         assert any(ln.startswith("FAIL") and " sacct " in ln and "not found" in ln for ln in lines)
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_lost_and_quarantined_summaries_are_warned_of(spool: Path) -> None:
+    """What the Epilog counted lost (lost.count) and set aside (outbox/quarantine/) is said, not
+    left in a file nobody reads."""
+    assert [c.status for c in check_spool(str(spool), "spool-only", "")] == [OK]
+    (spool / "lost.count").write_text("3\n")
+    (spool / "outbox" / "quarantine").mkdir(mode=0o700)
+    (spool / "outbox" / "quarantine" / "piqc.9.0.vm.1.summary.json").write_text("{not json")
+    (spool / "outbox" / "quarantine" / "piqc.9.0.vm.1.summary.json.reason").write_text("not JSON\n")
+    checks = check_spool(str(spool), "spool-only", "")
+    assert [c.status for c in checks] == [OK, WARN, WARN]
+    assert checks[1].what.startswith("3 summaries lost")
+    assert checks[2].what.endswith("quarantine (first: piqc.9.0.vm.1.summary.json)")
+    assert checks[2].what.startswith("1 summary in ")

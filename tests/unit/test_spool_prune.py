@@ -202,3 +202,26 @@ def _cfg(tmp_path: Path, spool: Path, shared: Path) -> Path:
     cfg = tmp_path / "piqc.toml"
     cfg.write_text(f'spool_dir = "{spool}"\nshared_spool_dir = "{shared}"\n')
     return cfg
+
+
+def test_orphaned_run_dirs_go_once_old_and_only_if_their_summary_was_spooled(tmp_path):
+    """A run that ended without an Epilog leaves spool/orphaned/<key>/ (the sampler spooled its
+    summary into the outbox and wrote `spooled`): after the retention it goes; one without the
+    marker is kept, said; a recent one stays."""
+    spool = tmp_path / "spool"
+    runs = {}
+    for name, marker, t in (("old", True, OLD), ("unspooled", False, OLD), ("recent", True, NEW)):
+        d = spool / "orphaned" / f"piqc.{name}.0.vm"
+        d.mkdir(parents=True)
+        (d / "checkpoint.json").write_text("{}")
+        if marker:
+            (d / "spooled").write_text(f"piqc.{name}.0.vm.1\n")
+        for p in d.iterdir():
+            age(p, t)
+        age(d, t)
+        runs[name] = d
+    res = prune(spool_dir=spool, shared_spool_dir=None, older_than=30 * DAY, open_store=lambda: None, now=NOW)
+    assert not runs["old"].exists()
+    assert runs["unspooled"].is_dir() and runs["recent"].is_dir()
+    assert sorted(res.removed) == sorted(str(runs["old"] / n) for n in ("checkpoint.json", "spooled"))
+    assert res.kept == [f"{runs['unspooled']}: no summary was spooled from it"]
