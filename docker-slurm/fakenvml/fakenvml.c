@@ -719,6 +719,17 @@ static int read_state_file(const char *path, const struct fake_dev *d, struct fa
     return 1;
 }
 
+/* 1 when `name` is `<prefix><digits>`: a per-uid state or energy file (FAKE-GPU.md). */
+static int is_per_uid_name(const char *name, const char *prefix, size_t plen)
+{
+    const char *p = name;
+    if (strncmp(p, prefix, plen) != 0 || !p[plen])
+        return 0;
+    for (p += plen; *p && isdigit((unsigned char)*p); p++)
+        ;
+    return *p == '\0';
+}
+
 /* The live load of a device: <state_dir>/gpu<minor>.state, else (it is
  * missing, stale or bad) the first live gpu<minor>.state.<uid>: what
  * fakegpu-work publishes when a stale gpu<minor>.state of another user
@@ -739,12 +750,7 @@ static void read_live(const struct fake_dev *d, struct fake_live *out)
     if (!dir)
         return;
     while ((e = readdir(dir)) != NULL) {
-        const char *p = e->d_name;
-        if (strncmp(p, prefix, plen) != 0 || !p[plen])
-            continue;
-        for (p += plen; *p && isdigit((unsigned char)*p); p++)
-            ;
-        if (*p)
+        if (!is_per_uid_name(e->d_name, prefix, plen))
             continue;              /* not gpu<minor>.state.<digits> */
         if (snprintf(path, sizeof path, "%s/%s", g_conf.state_dir, e->d_name) < (int)sizeof path &&
                 read_state_file(path, d, out) == 1)
@@ -829,12 +835,7 @@ static unsigned long long energy_mj(const struct fake_dev *d)
     dir = opendir(g_conf.state_dir);
     if (dir) {
         while ((e = readdir(dir)) != NULL) {
-            const char *p = e->d_name;
-            if (strncmp(p, prefix, plen) != 0 || !p[plen])
-                continue;
-            for (p += plen; *p && isdigit((unsigned char)*p); p++)
-                ;
-            if (*p)
+            if (!is_per_uid_name(e->d_name, prefix, plen))
                 continue;          /* not gpu<minor>.energy.<digits> */
             snprintf(path, sizeof path, "%s/%s", g_conf.state_dir, e->d_name);
             extra += energy_file_mj(path, now);
