@@ -86,6 +86,8 @@ def check_spool(spool_dir: str, delivery: str, shared_dir: str, db_url: str = ""
         if not shared_dir:
             out.append(Check(FAIL, "shared-spool", "delivery = shared-spool but shared_spool_dir is empty",
                              "set shared_spool_dir in the config"))
+        elif os.path.isdir(shared_dir) and os.geteuid() != 0 and not os.access(shared_dir, os.W_OK | os.X_OK):
+            out.append(_cannot_read("shared-spool", shared_dir))  # root's Epilog writes there, not us
         elif not os.path.isdir(shared_dir) or not os.access(shared_dir, os.W_OK | os.X_OK):
             out.append(Check(FAIL, "shared-spool", f"{shared_dir} missing or not writable",
                              f"mkdir -p {shared_dir}, on storage every node mounts"))

@@ -241,7 +241,10 @@ def test_an_ordinary_user_gets_warnings_not_a_traceback() -> None:
         spool.chmod(0o700)
         shutil.copy(SUMMARIES / "gpu-lost.summary.json", spool / "outbox" / "piqc.x.summary.json")
         cfg = top / "piqc.toml"
-        cfg.write_text(f'spool_dir = "{spool}"\ndelivery = "spool-only"\ndb = "sqlite:///{top}/none.db"\n')
+        shared = top / "shared"
+        shared.mkdir(mode=0o700)                         # root's, as the Epilog makes it
+        cfg.write_text(f'spool_dir = "{spool}"\ndelivery = "shared-spool"\nshared_spool_dir = "{shared}"\n'
+                       f'db = "sqlite:///{top}/none.db"\n')
         cfg.chmod(0o644)
         env = {"PATH": "/nonexistent", "HOME": "/nonexistent", "PYTHONPATH": str(REPO), "SLURM_CONF": str(node.conf),
                "PIQC_CONFIG": str(cfg), "LANG": "C.UTF-8"}
@@ -255,6 +258,8 @@ def test_an_ordinary_user_gets_warnings_not_a_traceback() -> None:
         assert bin_line.startswith("WARN") and f"{node.env_file}: cannot read (run as root)" in bin_line, r.stdout
         spank_line = next(ln for ln in lines if " spank " in ln)
         assert spank_line.startswith("WARN") and f"{plugstack}: cannot read (run as root)" in spank_line
+        shared_line = next(ln for ln in lines if " shared-spool " in ln)
+        assert shared_line.startswith("WARN") and f"{shared}: cannot read (run as root)" in shared_line
         assert "fix: run piqc-slurm doctor as root" in r.stdout
         assert any(ln.startswith("FAIL") and " sacct " in ln and "not found" in ln for ln in lines)
     finally:
