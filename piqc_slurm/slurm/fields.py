@@ -8,12 +8,30 @@ recovery rule)."""
 
 from __future__ import annotations
 
-INGEST_FIELDS: tuple[str, ...] = (
+_TYPED_FIELDS: tuple[str, ...] = (
     "JobID", "JobIDRaw", "Cluster", "User", "UID", "Account", "Partition", "QOS", "State", "ExitCode",
     "DerivedExitCode", "Submit", "Eligible", "Start", "End", "Elapsed", "ElapsedRaw", "Timelimit",
-    "AllocCPUS", "TotalCPU", "AllocNodes", "AllocTRES", "ReqTRES", "NodeList", "Reservation", "WorkDir",
-    "JobName", "Comment",
+    "AllocCPUS", "TotalCPU", "AllocNodes", "AllocTRES", "ReqTRES", "NodeList", "Reservation",
 )
+# Every other field of sacct 22.05.8 that holds no free text, in sacct's order: kept verbatim
+# (JobRecord.extra / StepRecord.extra) so that `piqc-slurm sacct -o ...` prints what sacct printed.
+VERBATIM_FIELDS: tuple[str, ...] = (
+    "AssocID", "AveCPU", "AveCPUFreq", "AveDiskRead", "AveDiskWrite", "AvePages", "AveRSS", "AveVMSize",
+    "BlockID", "ConsumedEnergy", "ConsumedEnergyRaw", "CPUTime", "CPUTimeRAW", "DBIndex", "Flags", "GID",
+    "Group", "Layout", "MaxDiskRead", "MaxDiskReadNode", "MaxDiskReadTask", "MaxDiskWrite", "MaxDiskWriteNode",
+    "MaxDiskWriteTask", "MaxPages", "MaxPagesNode", "MaxPagesTask", "MaxRSS", "MaxRSSNode", "MaxRSSTask",
+    "MaxVMSize", "MaxVMSizeNode", "MaxVMSizeTask", "MinCPU", "MinCPUNode", "MinCPUTask", "NCPUS", "NNodes",
+    "NTasks", "Priority", "QOSRAW", "Reason", "ReqCPUFreq", "ReqCPUFreqGov", "ReqCPUFreqMax", "ReqCPUFreqMin",
+    "ReqCPUS", "ReqMem", "ReqNodes", "ReservationId", "Reserved", "ResvCPU", "ResvCPURAW", "Suspended",
+    "SystemCPU", "TimelimitRaw", "TRESUsageInAve", "TRESUsageInMax", "TRESUsageInMaxNode", "TRESUsageInMaxTask",
+    "TRESUsageInMin", "TRESUsageInMinNode", "TRESUsageInMinTask", "TRESUsageInTot", "TRESUsageOutAve",
+    "TRESUsageOutMax", "TRESUsageOutMaxNode", "TRESUsageOutMaxTask", "TRESUsageOutMin", "TRESUsageOutMinNode",
+    "TRESUsageOutMinTask", "TRESUsageOutTot", "UserCPU", "WCKey", "WCKeyID",
+)
+# Free text last (see the module docstring); JobName takes any extra delimiters among adjacent ones.
+_FREE_TAIL: tuple[str, ...] = ("WorkDir", "JobName", "Comment", "AdminComment", "SystemComment", "SubmitLine",
+                               "Constraints", "Container", "McsLabel")
+INGEST_FIELDS: tuple[str, ...] = _TYPED_FIELDS + VERBATIM_FIELDS + _FREE_TAIL
 
 # ASCII unit separator: sacct prints it verbatim and nobody types it into a job name.
 DELIMITER = "\x1f"

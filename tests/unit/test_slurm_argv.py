@@ -15,7 +15,9 @@ pytestmark = pytest.mark.unit
 
 
 def test_ingest_fields_put_free_text_last():
-    assert INGEST_FIELDS[-2:] == ("JobName", "Comment")
+    # every field of sacct 22.05.8's table (its `sacct -e`), free text at the end
+    assert len(INGEST_FIELDS) == len(set(INGEST_FIELDS)) == 109
+    assert {"JobName", "Comment", "WorkDir", "SubmitLine"} <= set(INGEST_FIELDS[-9:])
     free = [i for i, f in enumerate(INGEST_FIELDS) if f.lower() in FREE_TEXT_FIELDS]
     assert free == list(range(len(INGEST_FIELDS) - len(free), len(INGEST_FIELDS)))
     assert "AllocTRES" in INGEST_FIELDS and DELIMITER == "\x1f"
