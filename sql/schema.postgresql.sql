@@ -302,4 +302,12 @@ CREATE INDEX ix_user_notices_user_sent ON user_notices ("user", sent_at);
 
 UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
 
+-- Running upgrade 0006 -> 0007
+
+ALTER TABLE jobs ADD COLUMN extra JSON;
+
+ALTER TABLE jobs ADD COLUMN steps JSON;
+
+UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
+
 COMMIT;

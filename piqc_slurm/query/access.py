@@ -101,6 +101,15 @@ def is_admin(caller: Caller, admin_users: Iterable[str], admin_groups: Iterable[
     return caller.name == privacy.slurm_user or not privacy.private_data & set(hidden_by)
 
 
+def known_locally(name: str) -> bool:
+    """Whether this host's passwd knows the user name."""
+    try:
+        pwd.getpwnam(name)
+    except (KeyError, ValueError):  # ValueError: an embedded NUL
+        return False
+    return True
+
+
 def resolve_users(values: Iterable[str]) -> tuple[list[str], list[int]]:
     """-u items (names or uids) -> (names, uids without a local name).
 

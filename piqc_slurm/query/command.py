@@ -20,7 +20,7 @@ Examples:
   piqc-slurm sacct -u alice -S 2026-11-01 -o JobID,AllocGPUs,GPUUtilAvg,CostUSD
   piqc-slurm sacct -j 1234,1240_3 -P -o JobID,State,Elapsed,GPUsUsed
   piqc-slurm sacct -s F,TO,OOM -S now-7days -E now --json
-Only allocations are listed (as -X): step lines are folded into their job.
+Without -X each job's step lines (.batch, .extern, .0 ...) follow it, as sacct prints them.
 Fields: `piqc-slurm sacct -e`."""
 
 
@@ -65,7 +65,7 @@ def add_sacct_command(group: click.Group, load_config: Callable[[click.Context],
     @click.option("--delimiter", metavar="CHARS", help="Delimiter for -p/-P instead of '|'.")
     @click.option("-n", "--noheader", is_flag=True, help="No header line.")
     @click.option("-X", "--allocations", is_flag=True,
-                  help="Accepted for sacct compatibility: allocations are all piqc-slurm shows.")
+                  help="Only the job allocations: no step lines (.batch, .extern, .0 ...).")
     @click.option("-a", "--allusers", is_flag=True, callback=_record,
                   help="All users' jobs (admins; others see their own).")
     @click.option("-D", "--duplicates", is_flag=True,
@@ -121,7 +121,8 @@ def options_from(ctx: click.Context):
                    starttime=p["starttime"], endtime=p["endtime"], formats=list(p["formats"]),
                    parsable=p["mode"] == "p", parsable2=p["mode"] == "P", noheader=p["noheader"],
                    delimiter=p["delimiter"], json=p["as_json"], allusers=allusers, duplicates=p["duplicates"],
-                   clusters=list(p["clusters"]), allclusters=p["allclusters"], brief=p["brief"])
+                   clusters=list(p["clusters"]), allclusters=p["allclusters"], brief=p["brief"],
+                   allocations=p["allocations"])
 
 
 def parse_args(argv: list[str]):

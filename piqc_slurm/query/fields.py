@@ -55,6 +55,7 @@ class Field:
     kind: str           # STR, UINT, DATE or SECS (print_fields.c routine)
     doc: str            # one line for -e/--helpformat
     sacct: bool = True  # one of sacct's own fields (byte-identical output)
+    verbatim: bool = False  # printed from the text sacct printed at ingest (jobs.extra / jobs.steps)
 
 
 # The fields the store can answer, sacct's first (its widths and kinds), then ours.
@@ -100,6 +101,99 @@ FIELDS: tuple[Field, ...] = (
     Field("EstElapsed", 10, STR, "Estimated elapsed time on the advice (an estimate; docs/findings.md).",
           sacct=False),
 )
+# --- sacct's other fields: printed as sacct printed them at ingest (jobs.extra, jobs.steps) ---
+_V = Field  # noqa: N816
+_VERBATIM: tuple[Field, ...] = tuple(_V(n, w, k, d, verbatim=True) for n, w, k, d in (
+    ("AdminComment", 15, STR, "The administrator's comment on the job."),
+    ("AssocID", 7, UINT, "Id of the association (cluster, account, user, partition) the job ran under."),
+    ("AveCPU", 10, STR, "Mean CPU time of the step's tasks (steps only)."),
+    ("AveCPUFreq", 10, STR, "Mean CPU frequency of the step's tasks, kHz (steps only)."),
+    ("AveDiskRead", 14, STR, "Mean bytes read by the step's tasks (steps only)."),
+    ("AveDiskWrite", 14, STR, "Mean bytes written by the step's tasks (steps only)."),
+    ("AvePages", 10, STR, "Mean page faults of the step's tasks (steps only)."),
+    ("AveRSS", 10, STR, "Mean resident set size of the step's tasks (steps only)."),
+    ("AveVMSize", 10, STR, "Mean virtual memory size of the step's tasks (steps only)."),
+    ("BlockID", 16, STR, "Block id (BlueGene systems only)."),
+    ("Constraints", 19, STR, "The job's --constraint features."),
+    ("ConsumedEnergy", 14, STR, "Energy the job or step used, joules (where an energy plugin is set)."),
+    ("ConsumedEnergyRaw", 17, UINT, "ConsumedEnergy as a plain number of joules."),
+    ("Container", 19, STR, "OCI container bundle path, if any."),
+    ("CPUTime", 10, SECS, "Elapsed x allocated CPUs, [D-]HH:MM:SS (running: until now)."),
+    ("CPUTimeRAW", 10, UINT, "CPUTime in seconds."),
+    ("DBIndex", -10, UINT, "slurmdbd's row index of the job."),
+    ("Flags", 19, STR, "Job flags (SchedMain, SchedBackfill, StartRecieved ...)."),
+    ("GID", 6, UINT, "Group id of the job."),
+    ("Group", 9, STR, "Group name of the job."),
+    ("Layout", 9, STR, "Task layout of the step (Block, Cyclic ...)."),
+    ("MaxDiskRead", 12, STR, "Most bytes read by any task of the step."),
+    ("MaxDiskReadNode", 15, STR, "Node of MaxDiskRead."),
+    ("MaxDiskReadTask", 15, UINT, "Task of MaxDiskRead."),
+    ("MaxDiskWrite", 12, STR, "Most bytes written by any task of the step."),
+    ("MaxDiskWriteNode", 16, STR, "Node of MaxDiskWrite."),
+    ("MaxDiskWriteTask", 16, UINT, "Task of MaxDiskWrite."),
+    ("MaxPages", 8, STR, "Most page faults of any task of the step."),
+    ("MaxPagesNode", 12, STR, "Node of MaxPages."),
+    ("MaxPagesTask", 14, UINT, "Task of MaxPages."),
+    ("MaxRSS", 10, STR, "Largest resident set size of any task of the step (steps only)."),
+    ("MaxRSSNode", 10, STR, "Node of MaxRSS."),
+    ("MaxRSSTask", 10, UINT, "Task of MaxRSS."),
+    ("MaxVMSize", 10, STR, "Largest virtual memory size of any task of the step."),
+    ("MaxVMSizeNode", 14, STR, "Node of MaxVMSize."),
+    ("MaxVMSizeTask", 14, UINT, "Task of MaxVMSize."),
+    ("McsLabel", 12, STR, "MCS label of the job."),
+    ("MinCPU", 10, STR, "Least CPU time of any task of the step."),
+    ("MinCPUNode", 10, STR, "Node of MinCPU."),
+    ("MinCPUTask", 10, UINT, "Task of MinCPU."),
+    ("NNodes", 8, UINT, "Number of nodes of the job or step (requested, while pending)."),
+    ("NTasks", 8, UINT, "Number of tasks of the step."),
+    ("Priority", 10, UINT, "Slurm priority of the job."),
+    ("QOSRAW", 6, UINT, "Id of the job's QOS."),
+    ("Reason", 22, STR, "Why the job waited (last reason recorded)."),
+    ("ReqCPUFreq", 10, STR, "Requested CPU frequency of the step (as ReqCPUFreqMax)."),
+    ("ReqCPUFreqGov", 13, STR, "Requested CPU frequency governor of the step."),
+    ("ReqCPUFreqMax", 13, STR, "Requested maximum CPU frequency of the step."),
+    ("ReqCPUFreqMin", 13, STR, "Requested minimum CPU frequency of the step."),
+    ("ReqCPUS", 8, UINT, "Requested number of CPUs."),
+    ("ReqMem", 10, STR, "Requested memory in all (the mem of ReqTRES), e.g. 400M."),
+    ("ReqNodes", 8, STR, "Requested (minimum) number of nodes."),
+    ("ReqTRES", 10, STR, "Trackable resources requested."),
+    ("Reservation", 20, STR, "Reservation the job ran in."),
+    ("ReservationId", 8, UINT, "Id of that reservation."),
+    ("Reserved", 10, SECS, "Time the job waited between Eligible and Start."),
+    ("ResvCPU", 10, SECS, "Reserved x requested CPUs."),
+    ("ResvCPURAW", 10, UINT, "ResvCPU in seconds."),
+    ("SubmitLine", 20, STR, "The sbatch/srun/salloc command line that made the job or step."),
+    ("Suspended", 10, SECS, "Time the job spent suspended."),
+    ("SystemComment", 15, STR, "Slurm's own comment on the job."),
+    ("SystemCPU", 10, STR, "System CPU time used by the job or step."),
+    ("Timelimit", 10, STR, "The job's time limit ([D-]HH:MM:SS, UNLIMITED, Partition_Limit)."),
+    ("TimelimitRaw", 10, STR, "Timelimit in minutes."),
+    ("TotalCPU", 10, STR, "CPU time used (user + system) by the job or step, [D-][HH:]MM:SS.mmm."),
+    ("TRESUsageInAve", 14, STR, "Mean input TRES usage of the step's tasks (cpu, mem, disk, energy ...)."),
+    ("TRESUsageInMax", 14, STR, "Largest input TRES usage of any task of the step."),
+    ("TRESUsageInMaxNode", 18, STR, "Node of each TRESUsageInMax."),
+    ("TRESUsageInMaxTask", 18, STR, "Task of each TRESUsageInMax."),
+    ("TRESUsageInMin", 14, STR, "Least input TRES usage of any task of the step."),
+    ("TRESUsageInMinNode", 18, STR, "Node of each TRESUsageInMin."),
+    ("TRESUsageInMinTask", 18, STR, "Task of each TRESUsageInMin."),
+    ("TRESUsageInTot", 14, STR, "Total input TRES usage of the step's tasks."),
+    ("TRESUsageOutAve", 15, STR, "Mean output TRES usage of the step's tasks."),
+    ("TRESUsageOutMax", 15, STR, "Largest output TRES usage of any task of the step."),
+    ("TRESUsageOutMaxNode", 19, STR, "Node of each TRESUsageOutMax."),
+    ("TRESUsageOutMaxTask", 19, STR, "Task of each TRESUsageOutMax."),
+    ("TRESUsageOutMin", 15, STR, "Least output TRES usage of any task of the step."),
+    ("TRESUsageOutMinNode", 19, STR, "Node of each TRESUsageOutMin."),
+    ("TRESUsageOutMinTask", 19, STR, "Task of each TRESUsageOutMin."),
+    ("TRESUsageOutTot", 15, STR, "Total output TRES usage of the step's tasks."),
+    ("UserCPU", 10, STR, "User CPU time used by the job or step."),
+    ("WCKey", 10, STR, "Workload characterization key of the job."),
+    ("WCKeyID", 10, UINT, "Id of that key."),
+))
+
+_ORDER = {n: i for i, n in enumerate(SACCT_FIELD_ORDER)}
+# sacct's fields in sacct's order (its `-o ALL` order), then ours
+FIELDS = tuple(sorted((f for f in FIELDS + _VERBATIM if f.sacct), key=lambda f: _ORDER[f.name])) + tuple(
+    f for f in FIELDS if not f.sacct)
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 SHARED_FIELDS: tuple[str, ...] = ("JobID", "JobIDRaw", "JobName", "User", "Account", "Partition", "State",
                                   "ExitCode", "Submit", "Start", "End", "Elapsed", "NodeList")

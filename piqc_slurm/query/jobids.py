@@ -5,9 +5,9 @@
               id_job, id_array_job and het_job_id)
   1234_5      task 5 of array 1234
   1234+1      component 1 of het job 1234
-  1234.batch  a step: the store holds allocations only, and sacct -X shows
-              the job's allocation line for a step id, so the step part is
-              dropped
+  1234.batch  a step (batch, extern, interactive or a number): without -X
+              only that step's line; with -X its job's allocation line, as
+              sacct -X shows it
   1234_[1-3,7] (extension: sacct 22.05 refuses it, "Bad job array element
               specified") tasks 1, 2, 3 and 7 of array 1234
 An item must start with a digit."""
@@ -27,6 +27,16 @@ class JobSel(NamedTuple):
     job: int
     task: int | None = None   # array task id
     het: int | None = None    # het job offset
+    step: str | None = None   # a step id (batch, extern, interactive, 0, 1 ...); None: the whole job
+
+    def matches(self, job_id_raw: int, array_job_id: int | None, array_task_id: int | None,
+                het_job_id: int | None, het_job_offset: int | None) -> bool:
+        """Whether this selection names that job (slurmdbd's rule; see the module docstring)."""
+        if self.task is not None:
+            return array_job_id == self.job and array_task_id == self.task
+        if self.het is not None:
+            return het_job_id == self.job and het_job_offset == self.het
+        return self.job in (job_id_raw, array_job_id, het_job_id)
 
 
 def _split(text: str) -> list[str]:
@@ -79,7 +89,11 @@ def parse_jobs(values: list[str] | tuple[str, ...]) -> list[JobSel]:
         for item in _split(value):
             if not item[:1].isdigit() or not item.isascii():
                 raise UsageError(f"Bad job/step specified: {_show(item)}")
-            head = item.split(".", 1)[0]   # a step id selects its job's allocation line (as sacct -X)
+            head, dot, step = item.partition(".")
+            if dot and step not in ("batch", "extern", "interactive") and not step[:1].isdigit():
+                raise UsageError(f"Bad step specified: {_show(item)}")
+            if dot and step[:1].isdigit():
+                step = str(int(re.match(r"[0-9]+", step).group(0)[:10]))  # sacct: atoi()
             m = _ITEM.fullmatch(head)
             if not m:
                 if "_" in head:
@@ -97,6 +111,8 @@ def parse_jobs(values: list[str] | tuple[str, ...]) -> list[JobSel]:
                 sels = [JobSel(job, het=_u32(m.group(3), item))]
             else:
                 sels = [JobSel(job)]
+            if dot:
+                sels = [s._replace(step=step) for s in sels]
             for s in sels:
                 if s not in seen:
                     seen.add(s)

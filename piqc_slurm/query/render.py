@@ -62,6 +62,13 @@ class Renderer:
             if len(raw) > n:
                 raw = raw[:n - 1] + b"+" if n > 0 else b""
             return _pad(raw, width)
+        if isinstance(value, str) and kind in (UINT, SECS):
+            # verbatim text of a number or a duration (jobs.extra, jobs.steps): never cut; "" = unset
+            if value == "":
+                value = None
+            else:
+                text = _b(value)
+                return text if self.mode != TABLE else (text.rjust(n) if width >= 0 else text.ljust(n))
         if kind == UINT:
             if value is None:
                 return b"" if self.mode != TABLE else b" ".rjust(n) if width >= 0 else b" ".ljust(n)

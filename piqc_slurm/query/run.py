@@ -57,6 +57,7 @@ class Options:
     clusters: list[str] = field(default_factory=list)
     allclusters: bool = False
     brief: bool = False
+    allocations: bool = False     # -X: job lines only, no steps
 
 
 @dataclass
@@ -193,6 +194,67 @@ _SACCT_TEXT: dict[str, Callable[[tuple, int], object]] = {
 }
 
 
+def _loads(v: object) -> Any:
+    """A JSON column as read: text on SQLite, already decoded through psycopg."""
+    return json.loads(v) if isinstance(v, str | bytes) else v
+
+
+def _running(start: int | None, end: int | None) -> bool:
+    return bool(start) and not end
+
+
+def _job_value(name: str, r: tuple, extra: dict, now: int) -> object:
+    """A sacct field of a job line: the typed columns, else the text sacct printed at ingest."""
+    fn = _SACCT_TEXT.get(name)
+    if fn is not None:
+        return fn(r, now)
+    if name in ("CPUTime", "CPUTimeRAW") and _running(r[_IX["start"]], r[_IX["end"]]):
+        return _elapsed(r, now) * (r[_IX["alloc_cpus"]] or 0)  # sacct: elapsed (until now) x CPUs
+    return extra.get(name, "")
+
+
+# sacct -X loads no steps, and a job line's CPU times are the sum of its steps': 22.05.8 prints
+# 00:00:00 for them (tests/fixtures/steps/22.05.8/new_X_P.txt); so does `piqc-slurm sacct -X`.
+_NO_STEP_CPU = {"TotalCPU": "00:00:00", "UserCPU": "00:00:00", "SystemCPU": "00:00:00"}
+_STEP_TIMES = {"Submit": "submit", "Eligible": "eligible", "Start": "start", "End": "end"}
+
+
+def _step_value(name: str, r: tuple, extra: dict, step: dict, now: int) -> object:
+    """A sacct field of a step line (jobs.steps; records.StepRecord.to_doc): what the step line
+    said, else (absent: the same text) the job line's value; GPU fields belong to the job."""
+    if name in F.ADDED_FIELDS:
+        return ""
+    if name in _STEP_TIMES:
+        return step.get(_STEP_TIMES[name]) or 0
+    v = step.get("v") or {}
+    running = _running(step.get("start"), step.get("end"))
+    if running and name in ("Elapsed", "ElapsedRaw", "CPUTime", "CPUTimeRAW"):
+        secs = max(0, now - step["start"])
+        if name.startswith("CPUTime"):
+            cpus = v.get("AllocCPUS")
+            secs *= int(cpus) if cpus else (r[_IX["alloc_cpus"]] or 0)
+        return secs
+    if name in v:
+        return v[name]
+    if name == "JobID":
+        return f"{r[_IX['job_id']]}.{step['step']}"
+    if name == "JobIDRaw":
+        return f"{r[_IX['job_id_raw']]}.{step['step']}"
+    return _job_value(name, r, extra, now)
+
+
+def _wanted_steps(r: tuple, sel_jobs: list | None) -> tuple[bool, set[str] | None]:
+    """(print the job line?, which step ids; None = all) for a row, after -j's step ids."""
+    if not sel_jobs or all(s.step is None for s in sel_jobs):
+        return True, None
+    key = (r[_IX["job_id_raw"]], r[_IX["array_job_id"]], r[_IX["array_task_id"]], r[_IX["het_job_id"]],
+           r[_IX["het_job_offset"]])
+    hits = [s for s in sel_jobs if s.matches(*key)]
+    if not hits or any(s.step is None for s in hits):
+        return True, None
+    return False, {s.step for s in hits}
+
+
 def _json_sacct(name: str, r: tuple, now: int, times: TimeFormatter) -> object:
     if name in ("Submit", "Start", "End", "Eligible"):
         return times.iso_utc(_SACCT_TEXT[name](r, now))  # type: ignore[arg-type]
@@ -220,11 +282,17 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
     renderer = Renderer(columns, mode, opts.delimiter, times)
     names = [c.field.name for c in columns]
     want_gpu = any(n in F.ADDED_FIELDS for n in names)
-    sql, params = build_query(sel)
+    with_steps = not opts.allocations and not opts.json
+    with_extra = any(F.BY_NAME[n].verbatim or n in ("CPUTime", "CPUTimeRAW") for n in names)
+    more = tuple(c for c, on in (("extra", with_extra or with_steps), ("steps", with_steps)) if on)
+    x_extra = len(COLUMNS) if "extra" in more else None
+    x_steps = len(COLUMNS) + more.index("steps") if "steps" in more else None
+    sql, params = build_query(sel, more)
     own = reader is None
     reader = reader or Reader(url)
     count = 0
     try:
+        _check_users(reader, sel)
         batches = reader.batches(sql, params, BATCH)
         if opts.json:
             out.write(b'{"jobs": [')
@@ -243,17 +311,49 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
                     sep = b"\n  " if count == 0 else b",\n  "
                     chunk.append(sep + json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogateescape"))
                 else:
-                    text = g.text() if g is not None else {}
-                    chunk.append(renderer.line([text[n] if n in F.ADDED_FIELDS else _SACCT_TEXT[n](r, now)
-                                                for n in names]))
+                    extra = (_loads(r[x_extra]) or {}) if x_extra is not None else {}
+                    if opts.allocations and extra:
+                        extra = {**extra, **_NO_STEP_CPU}
+                    job_line, step_ids = _wanted_steps(r, sel.jobs) if with_steps else (True, None)
+                    if job_line:
+                        text = g.text() if g is not None else {}
+                        chunk.append(renderer.line([text[n] if n in F.ADDED_FIELDS else _job_value(n, r, extra, now)
+                                                    for n in names]))
+                    if x_steps is not None:
+                        for st in _loads(r[x_steps]) or ():
+                            if step_ids is None or st["step"] in step_ids:
+                                chunk.append(renderer.line([_step_value(n, r, extra, st, now) for n in names]))
                 count += 1
             out.write(b"".join(chunk))
         if opts.json:
             out.write(b"\n]}\n" if count else b"]}\n")
+        if count == 0 and sel.accounts and warn is not None:
+            for acct in sel.accounts:
+                if not _any(reader, "account", acct):
+                    warn(f"piqc-slurm sacct: no job in the store has account {acct!r}")
     finally:
         if own:
             reader.close()
     return count
+
+
+_ANY = {"account": 'SELECT 1 FROM jobs WHERE lower("account") = :v LIMIT 1',
+        "user": 'SELECT 1 FROM jobs WHERE "user" = :v LIMIT 1'}
+
+
+def _any(reader: Reader, what: str, value: object) -> bool:
+    """Whether any job has that account (lower case) or user."""
+    return any(rows for rows in reader.batches(_ANY[what], {"v": value}, 1))
+
+
+def _check_users(reader: Reader, sel: Selection) -> None:
+    """sacct refuses a -u name the host does not know ("Invalid user id: NAME"); the store may hold
+    users this host does not know, so a name is refused only if neither knows it."""
+    from piqc_slurm.query.access import known_locally
+
+    for name in sel.users or ():
+        if not known_locally(name) and not _any(reader, "user", name):
+            raise UsageError(f"Invalid user id: {name}")
 
 
 def _gpu_for(reader: Reader, rows: list[tuple], now: int, settings: Settings) -> dict:

@@ -54,6 +54,9 @@ COLUMNS: tuple[str, ...] = (
     "alloc_nodes", "alloc_gpus", "gpu_type", "alloc_tres", "nodelist", "work_dir", "comment",
 )
 
+# Read only when asked for (build_query's `more`): the verbatim fields and the step lines.
+MORE_COLUMNS: tuple[str, ...] = ("extra", "steps")
+
 
 @dataclass
 class Selection:
@@ -214,8 +217,9 @@ def where(sel: Selection, a: str, p: _Params) -> list[str]:
     return conds
 
 
-def build_query(sel: Selection) -> tuple[str, dict[str, Any]]:
-    """The SELECT listing the jobs of `sel`, in sacct's order.
+def build_query(sel: Selection, more: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
+    """The SELECT listing the jobs of `sel`, in sacct's order: COLUMNS, then the `more` columns
+    (MORE_COLUMNS: the JSON ones, read only when a field needs them).
 
     Only constant identifiers and `:name` placeholders are put into the text;
     every value asked for is a bound parameter."""
@@ -226,7 +230,10 @@ def build_query(sel: Selection) -> tuple[str, dict[str, Any]]:
         conds.append('(j."state" = \'RESIZING\' OR NOT EXISTS (SELECT 1 FROM jobs d '  # noqa: S608
                      'WHERE d."cluster" = j."cluster" AND d."job_id_raw" = j."job_id_raw" '
                      f'AND d."submit" > j."submit" AND {inner}))')
-    cols = ", ".join(_q("j", c) for c in COLUMNS)
+    bad = [c for c in more if c not in MORE_COLUMNS]
+    if bad:
+        raise ValueError(f"not a column to add: {bad}")
+    cols = ", ".join(_q("j", c) for c in COLUMNS + tuple(more))
     order = (f'j."submit", COALESCE(j."array_job_id", 0), COALESCE(j."array_task_id", {NO_VAL}), '
              'j."job_id_raw", j."cluster"')
     sql = f"SELECT {cols} FROM jobs j WHERE {' AND '.join(conds)} ORDER BY {order}"  # noqa: S608

@@ -56,7 +56,7 @@ from datetime import tzinfo
 from functools import lru_cache
 
 from piqc_slurm.errors import ParseError
-from piqc_slurm.slurm.fields import FREE_TEXT_FIELDS
+from piqc_slurm.slurm.fields import FREE_TEXT_FIELDS, INGEST_FIELDS
 from piqc_slurm.slurm.parse import (
     NODELIST_NONE,
     expand_nodelist,
@@ -80,8 +80,17 @@ JOB_COLUMNS: tuple[str, ...] = (
     "het_job_offset", "name", "user", "uid", "account", "partition", "qos", "state", "state_by",
     "exit_code", "derived_exit_code", "eligible", "start", "end", "elapsed", "timelimit", "alloc_cpus",
     "alloc_nodes", "alloc_mem_mib", "alloc_gpus", "gpu_type", "alloc_tres", "nodelist", "work_dir",
-    "comment", "exit_signal", "total_cpu_s", "req_gpus",
+    "comment", "exit_signal", "total_cpu_s", "req_gpus", "extra", "steps",
 )
+# Fields a job line prints from the typed columns (query/run.py); every other one is kept verbatim.
+_JOB_TYPED = frozenset(f.lower() for f in (
+    "JobID", "JobIDRaw", "Cluster", "User", "UID", "Account", "Partition", "QOS", "State", "ExitCode",
+    "DerivedExitCode", "Submit", "Eligible", "Start", "End", "Elapsed", "ElapsedRaw", "AllocCPUS", "NCPUS",
+    "AllocNodes", "AllocTRES", "NodeList", "WorkDir", "JobName", "Comment"))
+# A step line keeps everything but its times (local-time text in sacct's output) verbatim.
+_STEP_TYPED = frozenset(("submit", "eligible", "start", "end"))
+_TIMES = frozenset(("Submit", "Eligible", "Start", "End"))
+CANONICAL: dict[str, str] = {f.lower(): f for f in INGEST_FIELDS}
 _HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _MAX_SPLITS_TRIED = 2000
 _BIGINT = 2**63 - 1  # the store's widest integer column
@@ -107,11 +116,26 @@ class StepRecord:
     alloc_cpus: int = 0
     alloc_tres: str = ""
     nodelist: str = ""
+    submit: int | None = None
+    eligible: int | None = None
+    # every other field of the step line as sacct printed it (canonical names, empty ones left out):
+    # `piqc-slurm sacct` prints step lines from it
+    extra: dict[str, str] = field(default_factory=dict)
     line: int = 0
 
     @property
     def signal(self) -> int:
         return _signal(self.exit_code)
+
+    def to_doc(self, job: JobRecord) -> dict[str, object]:
+        """The step as the store keeps it (jobs.steps): its id, its times (epoch seconds or None)
+        and, verbatim, every other field whose text differs from the job line's ("" included);
+        JobID and JobIDRaw only where they are not the job's own plus "." and the step id."""
+        derived = {"JobID": f"{job.job_id}.{self.step}", "JobIDRaw": f"{job.job_id_raw}.{self.step}"}
+        v = {k: t for k, t in self.extra.items() if job.raw.get(k, "") != t and derived.get(k) != t}
+        v.update((k, "") for k, t in job.raw.items() if t != "" and k not in self.extra and k not in _TIMES)
+        return {"step": self.step, "submit": self.submit, "eligible": self.eligible, "start": self.start,
+                "end": self.end, "v": v}
 
 
 @dataclass(slots=True)
@@ -155,6 +179,10 @@ class JobRecord:
     comment: str = ""
     total_cpu_s: float | None = None
     req_gpus: int | None = None
+    # the fields printed as sacct printed them that the typed columns above do not reproduce
+    # (VERBATIM_FIELDS and Timelimit, TotalCPU, ReqTRES, Reservation, AdminComment ...), by canonical name
+    extra: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, str] = field(default_factory=dict, repr=False)  # the line's every field, canonical names
     nodes: list[str] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     line: int = 0          # where the allocation line starts in the source
@@ -176,8 +204,11 @@ class JobRecord:
         return sig
 
     def to_row(self) -> dict[str, object]:
-        """The store's `jobs` columns (JOB_COLUMNS) as a dict."""
-        return {k: getattr(self, k) for k in JOB_COLUMNS}  # not asdict(): it deep-copies the steps
+        """The store's `jobs` columns (JOB_COLUMNS) as a dict; `steps` in the store's form."""
+        row = {k: getattr(self, k) for k in JOB_COLUMNS if k not in ("extra", "steps")}  # not asdict()
+        row["extra"] = self.extra or None
+        row["steps"] = [s.to_doc(self) for s in self.steps] or None
+        return row
 
 
 @dataclass(slots=True)
@@ -357,7 +388,10 @@ class _Builder:
     def step(self, row: _Row, job_id: str, step: str) -> StepRecord:
         row.conv("alloctres", parse_tres)
         c = self.common(row)
-        return StepRecord(job_id=job_id, step=step, name=row.text("jobname"), line=row.line, **c)
+        extra = {CANONICAL[k]: v for k, v in row.values.items() if v != "" and k in CANONICAL and k not in _STEP_TYPED}
+        return StepRecord(job_id=job_id, step=step, name=row.text("jobname"), line=row.line,
+                          submit=row.conv("submit", self.time), eligible=row.conv("eligible", self.time),
+                          extra=extra, **c)
 
     def job(self, row: _Row, job_id: str) -> JobRecord:
         parts = row.conv("jobid", parse_jobid)
@@ -397,6 +431,9 @@ class _Builder:
             alloc_nodes=row.conv("allocnodes", parse_int, tres_nodes),
             alloc_mem_mib=mem, alloc_gpus=gpus, gpu_type=gpu_type,
             work_dir=row.text("workdir"), comment=row.text("comment"),
+            extra={CANONICAL[k]: v for k, v in row.values.items()
+                   if v != "" and k in CANONICAL and k not in _JOB_TYPED},
+            raw={CANONICAL[k]: v for k, v in row.values.items() if k in CANONICAL},
             nodes=nodes, line=row.line, **c)
 
 

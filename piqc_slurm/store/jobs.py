@@ -29,6 +29,8 @@ _DEFAULTS = {c.name: ("" if c.type.python_type is str else 0) for c in Job.__tab
 
 
 def _row(record: Any) -> dict[str, Any]:
+    if hasattr(record, "to_row"):
+        record = record.to_row()
     get = record.get if isinstance(record, dict) else (lambda k: getattr(record, k, None))
     row = {}
     for c in COLUMNS:
@@ -70,6 +72,14 @@ _PG_MERGE = (f"INSERT INTO jobs ({_COLS_SQL}) SELECT {_COLS_SQL} FROM piqc_jobs_
              + ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in UPDATABLE))
 
 
+def _pg_value(v: Any) -> Any:
+    if isinstance(v, dict | list):
+        from psycopg.types.json import Json
+
+        return Json(v)
+    return v
+
+
 def _pg_copy_upsert(conn: Connection, rows: list[dict]) -> None:
     """PostgreSQL: COPY the batch into a temp table, then one INSERT ... ON
     CONFLICT from it: several times faster than multi-row INSERTs."""
@@ -79,7 +89,7 @@ def _pg_copy_upsert(conn: Connection, rows: list[dict]) -> None:
         cur.execute("TRUNCATE piqc_jobs_in")
         with cur.copy(f"COPY piqc_jobs_in ({_COLS_SQL}) FROM STDIN") as copy:
             for r in rows:
-                copy.write_row([r[c] for c in COLUMNS])
+                copy.write_row([_pg_value(r[c]) for c in COLUMNS])
         cur.execute(_PG_MERGE)
 
 

@@ -29,7 +29,7 @@ class Base(DeclarativeBase):
 
 
 class Job(Base):
-    """One job allocation as sacct reports it (steps are folded in)."""
+    """One job allocation as sacct reports it, its step lines in `steps`."""
 
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -70,6 +70,10 @@ class Job(Base):
     restarts: Mapped[int | None] = mapped_column(Integer)  # SLURM_JOB_RESTART_COUNT (sacct 22.05 has none)
     total_cpu_s: Mapped[float | None] = mapped_column(Float)  # sacct TotalCPU, seconds
     req_gpus: Mapped[int | None] = mapped_column(Integer)  # ReqTRES gres/gpu: a pending job's demand
+    # 0007: the rest of sacct's fields, verbatim (slurm/records.py JobRecord.extra), and the step lines
+    # (StepRecord.to_doc: {"step", "submit", "eligible", "start", "end", "v": {field: text}})
+    extra: Mapped[dict | None] = mapped_column(JSON)
+    steps: Mapped[list | None] = mapped_column(JSON)
 
     summaries: Mapped[list[NodeSummary]] = relationship(back_populates="job")
 

@@ -46,7 +46,11 @@ def test_unknown_state_is_refused_like_sacct():
 # --- job ids ----------------------------------------------------------------------------
 def test_job_ids_array_tasks_het_components_and_steps():
     assert parse_jobs(["1234,1234_5", "99+1", "7.batch,8.0,1234"]) == [
-        JobSel(1234), JobSel(1234, task=5), JobSel(99, het=1), JobSel(7), JobSel(8)]
+        JobSel(1234), JobSel(1234, task=5), JobSel(99, het=1), JobSel(7, step="batch"), JobSel(8, step="0")]
+    # sacct reads a step number with atoi(): 8.01x is step 1
+    assert parse_jobs(["8.01x,8.extern"]) == [JobSel(8, step="1"), JobSel(8, step="extern")]
+    with pytest.raises(UsageError, match="Bad step specified: 8.x"):
+        parse_jobs(["8.x"])
 
 
 def test_array_ranges_are_an_extension():

@@ -115,7 +115,8 @@ def test_jobs_match_raw_ids_arrays_and_het_leaders(store):
     assert listed(url, "-j", "10_[2-3]") == ["10_2", "10_3"]
     assert listed(url, "-j", "20") == ["20+0", "20+1"]
     assert listed(url, "-j", "20+1") == ["20+1"]
-    assert listed(url, "-j", "30.batch") == ["30"]
+    assert listed(url, "-X", "-j", "30.batch") == ["30"]  # sacct -X: the step's allocation line
+    assert listed(url, "-j", "30.batch") == []            # without -X only that step (none stored here)
 
 
 # --- states ------------------------------------------------------------------------------

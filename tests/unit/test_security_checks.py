@@ -432,7 +432,7 @@ def test_the_query_text_holds_no_selection_value():
 def test_sacct_binds_every_selection_value(hostile_digest):
     """Against the hostile store: the hostile user, account and partition select their jobs (100-103 of
     the scenario) exactly, and classic injections select nothing."""
-    from test_digest import run
+    from test_digest import ENV, run
 
     db = hostile_digest["db"]
     base = ("sacct", "-S", "2026-11-19", "-E", "2026-11-25", "-P", "-n", "-o", "JobIDRaw,User")
@@ -440,7 +440,14 @@ def test_sacct_binds_every_selection_value(hostile_digest):
     assert got.splitlines() == [f"{j}|{hostile('U')}" for j in (100, 101, 102, 103)]
     for opt in ("-u", "-A", "-r", "-M"):
         for inj in ("x' OR '1'='1", "x') OR 1=1 --", 'x" OR "1"="1'):
-            assert run(db, *base, opt, inj).stdout == "", (opt, inj)
+            r = subprocess.run([sys.executable, "-m", "piqc_slurm", "--config", str(db.parent / "piqc.toml"),
+                                "--db", f"sqlite:///{db}", *base, opt, inj], capture_output=True, text=True, env=ENV)
+            assert r.stdout == "", (opt, inj)
+            # -u: a name neither this host nor the store knows is refused as sacct does
+            # -A: nothing listed, and a note that no stored job has that account
+            expected = {"-u": (2, f"piqc-slurm: Invalid user id: {inj}\n"),
+                        "-A": (0, f"piqc-slurm sacct: no job in the store has account {inj.lower()!r}\n")}
+            assert (r.returncode, r.stderr) == expected.get(opt, (0, "")), (opt, inj)
 
 
 def test_costs_and_gaps_bind_user_and_cluster_names(hostile_digest):

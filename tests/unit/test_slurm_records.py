@@ -44,14 +44,20 @@ def test_fixture_files_are_all_covered():
 
 def test_ingest_fields_match_the_recorded_command():
     # Cases recorded before TotalCPU joined the ingest fields (2026-11-28) carry the list without it;
-    # cpu_busy (2026-12-01) the current one. The parser takes any field order, so both stay valid input.
-    before_total_cpu = [f for f in INGEST_FIELDS if f != "TotalCPU"]
+    # cpu_busy (2026-12-01) the list with it; tests/fixtures/steps (2026-12-02) the current one, every
+    # sacct field. The parser takes any field order and subset, so all stay valid input.
+    before_total_cpu = ["JobID", "JobIDRaw", "Cluster", "User", "UID", "Account", "Partition", "QOS", "State",
+                        "ExitCode", "DerivedExitCode", "Submit", "Eligible", "Start", "End", "Elapsed", "ElapsedRaw",
+                        "Timelimit", "AllocCPUS", "AllocNodes", "AllocTRES", "ReqTRES", "NodeList", "Reservation",
+                        "WorkDir", "JobName", "Comment"]
+    with_total_cpu = [*before_total_cpu[:19], "TotalCPU", *before_total_cpu[19:]]
     seen_current = False
-    for path in FIX.glob("*.ingest.txt"):
+    for path in [*FIX.glob("*.ingest.txt"), FIX.parent.parent / "steps" / "22.05.8" / "store.sacct.txt"]:
         command = next(line for line in path.read_text().splitlines() if line.startswith("# command:"))
         fmt = next(a for a in command.split() if a.startswith("--format="))
         seen_current |= fmt == "--format=" + ",".join(INGEST_FIELDS)
-        assert fmt in ("--format=" + ",".join(INGEST_FIELDS), "--format=" + ",".join(before_total_cpu)), path.name
+        assert fmt in ("--format=" + ",".join(INGEST_FIELDS), "--format=" + ",".join(before_total_cpu),
+                       "--format=" + ",".join(with_total_cpu)), path.name
         assert "SLURM_TIME_FORMAT=%s" in command and "-D" in command.split()
     assert seen_current
 
@@ -100,7 +106,20 @@ def test_completed():
         "alloc_cpus": 1, "alloc_nodes": 1, "alloc_mem_mib": 100, "alloc_gpus": 1, "gpu_type": "h100",
         "alloc_tres": "billing=1,cpu=1,gres/gpu:h100=1,gres/gpu=1,mem=100M,node=1", "nodelist": "vm",
         "work_dir": "/home/piqcuser", "comment": "", "exit_signal": 0, "total_cpu_s": None,
-        "req_gpus": 1}
+        "req_gpus": 1,
+        # the recorded line's fields the typed columns do not reproduce, as printed
+        "extra": {"Timelimit": "UNLIMITED", "ReqTRES": "billing=1,cpu=1,gres/gpu=1,mem=100M,node=1"},
+        # the steps, as the recorded .batch/.extern lines differ from the job line
+        "steps": [{"step": "batch", "submit": 1795868096, "eligible": 1795868096, "start": 1795868096,
+                   "end": 1795868096,
+                   "v": {"JobName": "batch", "AllocTRES": "cpu=1,gres/gpu:h100=1,gres/gpu=1,mem=100M,node=1",
+                         "User": "", "UID": "", "Partition": "", "QOS": "", "DerivedExitCode": "",
+                         "Timelimit": "", "ReqTRES": "", "WorkDir": ""}},
+                  {"step": "extern", "submit": 1795868096, "eligible": 1795868096, "start": 1795868096,
+                   "end": 1795868096,
+                   "v": {"JobName": "extern",  # its AllocTRES is the job line's: not repeated
+                         "User": "", "UID": "", "Partition": "", "QOS": "", "DerivedExitCode": "",
+                         "Timelimit": "", "ReqTRES": "", "WorkDir": ""}}]}
     assert r.nodes == ["vm"]
     assert [(s.step, s.name, s.state, s.exit_code) for s in r.steps] == [
         ("batch", "batch", "COMPLETED", "0:0"), ("extern", "extern", "COMPLETED", "0:0")]
@@ -264,6 +283,10 @@ def _table(text: str, delim: str) -> tuple[list[str], list[list[str]]]:
     return lines[0].split(delim), [ln.split(delim) for ln in lines[1:]]
 
 
+def _typed(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("extra", "steps")}
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if c != "weird_name"])
 @pytest.mark.parametrize("seed", range(3))
 def test_any_field_order_and_extra_fields(case, seed):
@@ -277,7 +300,10 @@ def test_any_field_order_and_extra_fields(case, seed):
         out = "\n".join(delim.join(x) for x in [header2, *rows2]) + "\n"
         r = parse_sacct(out, source="shuffled", epoch_times=True)
         assert r.errors == []
-        assert [x.to_row() for x in r.records] == [x.to_row() for x in load(case, "ingest").records]
+        base = load(case, "ingest").records
+        assert [_typed(x.to_row()) for x in r.records] == [_typed(x.to_row()) for x in base]
+        # the verbatim fields gain the added one; a field sacct 22.05.8 does not have is dropped
+        assert [x.extra for x in r.records] == [{**x.extra, "MaxRSS": "12K"} for x in base]
 
 
 def test_header_names_are_case_insensitive_and_delimiter_may_be_given():
