@@ -10,8 +10,7 @@ Parsing follows Slurm 22.05.8's sacct (src/sacct/options.c) exactly:
   * NAME matches the first field, in sacct's table order, whose name starts
     with it, case-insensitively (`st` is Start, not State; `jobn` JobName);
     any prefix of `ALL` (`a`, `al`, `all`) means every field;
-  * a name sacct knows but the store does not keep is refused with a clear
-    message (sacct would print a value we cannot reproduce).
+  * every field of sacct 22.05.8 is kept (most verbatim, see README.md).
 
 The kinds mirror src/common/print_fields.c: `str` (truncated with `+` in a
 table), `uint` (never truncated, blank when unset), `date` (cut to the width
@@ -290,5 +289,6 @@ def helpformat() -> str:
         if not f.sacct:
             lines.append(f"  {f.name:<16} {f.doc}")
     lines.append("Width: NAME%N right-justified, NAME%-N left-justified; any prefix of a name works "
-                 "(st = Start), ALL = every field. Step lines are never shown (allocations only, as -X).")
+                 "(st = Start), ALL = every field. Without -X each job's step lines follow it; "
+                 "GPU fields are empty on step lines.")
     return "\n".join(lines) + "\n"

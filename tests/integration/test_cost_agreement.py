@@ -53,7 +53,7 @@ def test_every_surface_prints_the_accounting_cost(cluster, live):
     price = json.loads((REPO / "piqc_slurm" / "data" / "gpus.json").read_text())["types"]["h100"]["price"]
     want = cents(4 * live["elapsed"] / 3600 * price)          # 4 GPUs x sacct's Elapsed x the catalog's price
     env = cluster.root_env()
-    got = subprocess.run([live["exe"], "--db", live["url"], "sacct", "-j", str(live["job"]), "-P", "-n", "-o",
+    got = subprocess.run([live["exe"], "--db", live["url"], "sacct", "-X", "-j", str(live["job"]), "-P", "-n", "-o",
                           "CostUSD,GPUUtilAvg,GPUsUsed,ElapsedRaw"], capture_output=True, text=True, env=env)
     cost, util, used, elapsed = got.stdout.strip().split("|")
     assert (cost, used, int(elapsed)) == (want, "2", live["elapsed"]), got.stdout

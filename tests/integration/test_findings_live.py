@@ -84,7 +84,7 @@ def live(cluster, tmp_path_factory):
         r = subprocess.run([exe, "--db", url, *argv], capture_output=True, text=True, env=env)
         assert r.returncode == 0, (argv, r.stdout, r.stderr)
     ids = ",".join(str(j) for j in jobs.values())
-    r = subprocess.run([exe, "--db", url, "sacct", "-j", ids, "-P", "-n", "-o",
+    r = subprocess.run([exe, "--db", url, "sacct", "-X", "-j", ids, "-P", "-n", "-o",
                         "JobIDRaw,Findings,AdviceGPUs,WasteUSD,CostUSD"], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     acct = {int(line.split("|")[0]): line.split("|") for line in r.stdout.splitlines() if line}

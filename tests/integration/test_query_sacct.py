@@ -101,7 +101,7 @@ def ours(cluster, store: str, *args: str, **env: str) -> subprocess.CompletedPro
 
 
 def real(cluster, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["sacct", "-X", *args], capture_output=True, env=cluster.root_env(**env))
+    return subprocess.run(["sacct", *args], capture_output=True, env=cluster.root_env(**env))
 
 
 @pytest.mark.parametrize("args,env", [
@@ -113,11 +113,12 @@ def real(cluster, *args: str, **env: str) -> subprocess.CompletedProcess:
     (["-P", "-o", SHARED + ",AllocCPUS,ElapsedRaw,Eligible,UID,QOS,AllocTRES"], {"SLURM_TIME_FORMAT": "%s"}),
     (["-o", "JobName%20,JobID%-8,State%-16,Start%12,NodeList%-4"], {}),
 ], ids=["P", "p", "table", "default-table", "P-new-york", "P-epoch-extra", "table-widths"])
-def test_byte_identical_to_sacct(cluster, jobs, store, args, env):
-    want = real(cluster, "-j", jobs["list"], *args, **env)
-    got = ours(cluster, store, "-j", jobs["list"], *args, **env)
+@pytest.mark.parametrize("x", [["-X"], []], ids=["X", "steps"])
+def test_byte_identical_to_sacct(cluster, jobs, store, args, env, x):
+    want = real(cluster, *x, "-j", jobs["list"], *args, **env)
+    got = ours(cluster, store, *x, "-j", jobs["list"], *args, **env)
     assert want.returncode == 0 and got.returncode == 0, got.stderr.decode()
-    assert got.stdout == want.stdout, (f"sacct -X -j {jobs['list']} {' '.join(args)} {env}\n--- sacct\n"
+    assert got.stdout == want.stdout, (f"sacct {' '.join(x)} -j {jobs['list']} {' '.join(args)} {env}\n--- sacct\n"
                                        f"{want.stdout.decode()}--- piqc-slurm\n{got.stdout.decode()}")
 
 
@@ -129,7 +130,7 @@ def test_the_names_and_states_are_the_hard_ones(cluster, jobs, store):
 
 def test_gpu_fields_come_from_the_sampler(cluster, jobs, store):
     job = jobs["ids"]["gpu"]
-    got = ours(cluster, store, "-P", "-n", "-j", str(job), "-o",
+    got = ours(cluster, store, "-X", "-P", "-n", "-j", str(job), "-o",
                "JobID,AllocGPUs,GPUType,GPUsUsed,GPUUtilAvg,GPUMemPeak,GPUEnergy,CostUSD,WasteUSD")
     assert got.returncode == 0, got.stderr.decode()
     jid, alloc, gtype, used, util, mem, energy, cost, waste = got.stdout.decode().strip().split("|")
@@ -141,15 +142,15 @@ def test_gpu_fields_come_from_the_sampler(cluster, jobs, store):
     (j,) = doc["jobs"]
     assert j["GPUsUsed"] == 1 and j["AllocGPUs"] == 2 and 35.0 <= j["GPUUtilAvg"] <= 41.0
     # a job with no GPUs has no sampler fields but a cost of 0
-    cpu = ours(cluster, store, "-P", "-n", "-j", str(jobs["ids"]["weird"]), "-o", "AllocGPUs,GPUsUsed,CostUSD")
+    cpu = ours(cluster, store, "-X", "-P", "-n", "-j", str(jobs["ids"]["weird"]), "-o", "AllocGPUs,GPUsUsed,CostUSD")
     assert cpu.stdout == b"0||0.00\n"
 
 
 def test_window_query_lists_the_same_jobs_as_sacct(cluster, jobs, store):
     """The slurmdbd window rule on the ingested window (never-eligible jobs aside: there are none here)."""
     start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(jobs["t0"] - 1))
-    want = real(cluster, "-a", "-P", "-S", start, "-E", "now", "-o", "JobID,State")
-    got = ours(cluster, store, "-a", "-P", "-S", start, "-E", "now", "-o", "JobID,State")
+    want = real(cluster, "-X", "-a", "-P", "-S", start, "-E", "now", "-o", "JobID,State")
+    got = ours(cluster, store, "-X", "-a", "-P", "-S", start, "-E", "now", "-o", "JobID,State")
     ids = {str(j) for j in jobs["ids"].values()}
     pick = lambda out: [ln for ln in out.decode().splitlines() if ln.split("|")[0] in ids]  # noqa: E731
     assert pick(got.stdout) == pick(want.stdout) and len(pick(want.stdout)) == 5
@@ -162,7 +163,7 @@ def test_non_admin_sees_only_own_jobs(cluster, jobs, store, tmp_path):
     copy.write_bytes(path.read_bytes())
     os.chmod(copy, 0o644)
     try:
-        argv = [*piqc_argv(cluster), "--db", f"sqlite:///{copy}", "sacct", "-P", "-n", "-j", jobs["list"],
+        argv = [*piqc_argv(cluster), "--db", f"sqlite:///{copy}", "sacct", "-X", "-P", "-n", "-j", jobs["list"],
                 "-o", "JobID,User"]
         mine = subprocess.run(cluster.user_argv(argv), capture_output=True, text=True)
         assert mine.returncode == 0, mine.stderr
