@@ -9,10 +9,10 @@ for `-o ALL` the first 109 columns are sacct's, the rest ours."""
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pytest
+from test_query_sacct_fixtures import read_case as read_recorded
 
 from piqc_slurm.ingest import ingest
 from piqc_slurm.query.access import Caller
@@ -30,13 +30,7 @@ BYTE_CASES = ["steps_default", "steps_shared_P", "steps_shared_table", "new_P", 
 
 
 def read_case(name: str) -> tuple[dict, bytes]:
-    data = (FIX / f"{name}.txt").read_bytes()
-    meta: dict = {}
-    while data.startswith(b"# "):
-        line, _, data = data.partition(b"\n")
-        key, _, value = line[2:].decode().partition(": ")
-        meta[key] = value
-    return {"argv": json.loads(meta["argv"]), "env": json.loads(meta["env"]), "now": int(meta["now"])}, data
+    return read_recorded(FIX / f"{name}.txt")
 
 
 @pytest.fixture(scope="module")
