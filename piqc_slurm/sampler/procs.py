@@ -115,8 +115,11 @@ class JobWatch:
     A batch job ends when its batch step does: the extern step's slurmstepd
     (PrologFlags=Alloc/Contain) lives on until slurmd ends the job, and with
     slurmd dead it would live for ever. So once a `[<job>.batch]` was seen,
-    the extern stepd alone does not keep the job alive; a job without a batch
-    step (salloc) is alive while any stepd of it is.
+    the extern stepd alone does not keep the job alive. Without a batch step
+    seen, the extern stepd alone keeps the job alive (salloc, or a batch job
+    whose batch step has not started yet) only while a slurmd runs on the node:
+    slurmd killed between the Prolog and the batch launch leaves the job with
+    its extern stepd for ever, and no step will ever start without a slurmd.
 
     The first check scans /proc; later ones re-read the cmdline of the
     slurmstepd found last time and scan only when it is gone, so a check is one
@@ -134,8 +137,12 @@ class JobWatch:
     def __call__(self) -> bool:
         if self._last is not None:
             cmdline = _read(os.path.join(self.proc_root, str(self._last), "cmdline"))
-            if cmdline and is_stepd_of(cmdline, self.job_id) and self._keeps_alive(_step_of(cmdline, self.job_id)):
-                return True
+            if cmdline and is_stepd_of(cmdline, self.job_id):
+                step = _step_of(cmdline, self.job_id)
+                if step != b"extern":
+                    return True
+                if self._keeps_alive(step) and slurmd_running(self.proc_root):
+                    return True
         steps = {}
         for pid in stepd_pids(self.job_id, self.proc_root):
             cmdline = _read(os.path.join(self.proc_root, str(pid), "cmdline")) or b""
@@ -146,7 +153,24 @@ class JobWatch:
         # re-read a step that outlives the others next time: the batch step, else any but extern
         live.sort(key=lambda pid: (steps[pid] != b"batch", steps[pid] == b"extern", pid))
         self._last = live[0] if live else None
+        if live and all(steps[pid] == b"extern" for pid in live):
+            return slurmd_running(self.proc_root)
         return bool(live)
+
+
+def slurmd_running(proc_root: str = "/proc") -> bool:
+    """True if a process whose argv[0] is `slurmd` (any directory) exists under proc_root."""
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return False
+    for name in entries:
+        if not (name.isascii() and name.isdigit()):
+            continue
+        cmdline = _read(os.path.join(proc_root, name, "cmdline"))
+        if cmdline and os.path.basename(cmdline.split(b"\0", 1)[0]) == b"slurmd":
+            return True
+    return False
 
 
 def job_alive(job_id: int, proc_root: str = "/proc") -> bool:

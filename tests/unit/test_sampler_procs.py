@@ -144,6 +144,36 @@ def test_without_a_batch_step_the_extern_stepd_keeps_an_allocation_alive(tmp_pat
     assert not watch()
 
 
+def test_extern_stepd_alone_keeps_a_job_alive_only_while_slurmd_runs(tmp_path: Path) -> None:
+    """slurmd killed after the Prolog, before the batch launch (seen on the real cluster: the job
+    stays RUNNING Reason=Prolog with only [2.extern]): no step can start without slurmd, so the
+    job is over for the sampler; with slurmd back (salloc between sruns) it is alive again."""
+    root = tmp_path / "proc"
+    shutil.copytree(PROC / "v1", root)
+    for pid in (12267, 12301):                         # no batch step yet, no srun step
+        shutil.rmtree(root / str(pid))
+    watch = JobWatch(2, str(root))
+    assert watch() and watch._last == 12260            # slurmd 10912 runs
+    slurmd = root / "10912"
+    shutil.move(slurmd, tmp_path / "slurmd")
+    assert not watch()                                 # fast path: extern alone, no slurmd
+    assert not JobWatch(2, str(root))()                # full scan says the same
+    shutil.move(tmp_path / "slurmd", slurmd)
+    assert watch()
+
+
+def test_slurmd_running_reads_argv0_of_any_directory(tmp_path: Path) -> None:
+    from piqc_slurm.sampler.procs import slurmd_running
+    assert slurmd_running(V1)                          # /usr/sbin/slurmd, captured
+    assert slurmd_running(V2) and not slurmd_running(OTHER) and not slurmd_running(str(tmp_path / "none"))
+    fake = tmp_path / "p" / "7"
+    fake.mkdir(parents=True)
+    (fake / "cmdline").write_bytes(b"/opt/slurm/sbin/slurmdbd\0")   # not slurmd
+    assert not slurmd_running(str(tmp_path / "p"))
+    (fake / "cmdline").write_bytes(b"/opt/slurm/sbin/slurmd\0-D\0")
+    assert slurmd_running(str(tmp_path / "p"))
+
+
 def test_job_alive_on_the_live_proc() -> None:
     """A process titled like a slurmstepd (exec -a) is found in the real /proc."""
     job = 900_000 + os.getpid() % 99_999
