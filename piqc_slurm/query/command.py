@@ -75,7 +75,10 @@ def add_sacct_command(group: click.Group, load_config: Callable[[click.Context],
     @click.option("-L", "--allclusters", is_flag=True, help="Jobs of every cluster in the store.")
     @click.option("-b", "--brief", is_flag=True, help="Add JobID,State,ExitCode to the fields.")
     @click.option("--json", "as_json", is_flag=True,
-                  help='JSON: {"jobs": [{FIELD: value, ...}]}, typed values; -o picks the fields.')
+                  help="JSON in sacct's own shape (22.05: openapi/dbv0.0.38; meta, errors, jobs[] with "
+                       "steps[]), our GPU figures under each job's \"piqc\" key.")
+    @click.option("--json-fields", "json_fields", is_flag=True,
+                  help='Flat JSON instead: {"jobs": [{FIELD: value, ...}]}, typed values; -o picks the fields.')
     @click.option("-e", "--helpformat", "--help-fields", "helpformat", is_flag=True,
                   help="List the fields with their meaning, and exit.")
     @click.pass_context
@@ -120,7 +123,8 @@ def options_from(ctx: click.Context):
                    accounts=list(p["accounts"]), partitions=list(p["partitions"]), states=list(p["states"]),
                    starttime=p["starttime"], endtime=p["endtime"], formats=list(p["formats"]),
                    parsable=p["mode"] == "p", parsable2=p["mode"] == "P", noheader=p["noheader"],
-                   delimiter=p["delimiter"], json=p["as_json"], allusers=allusers, duplicates=p["duplicates"],
+                   delimiter=p["delimiter"], json=p["as_json"] or p["json_fields"], json_fields=p["json_fields"],
+                   allusers=allusers, duplicates=p["duplicates"],
                    clusters=list(p["clusters"]), allclusters=p["allclusters"], brief=p["brief"],
                    allocations=p["allocations"])
 

@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from piqc_slurm.errors import UsageError
 from piqc_slurm.query import fields as F
+from piqc_slurm.query import sacctjson
 from piqc_slurm.query.access import Caller, is_admin, resolve_users
 from piqc_slurm.query.gpu import (
     FindingsSource,
@@ -51,7 +52,8 @@ class Options:
     parsable2: bool = False        # -P
     noheader: bool = False
     delimiter: str | None = None
-    json: bool = False
+    json: bool = False             # --json (or --json-fields)
+    json_fields: bool = False      # --json-fields: the flat {FIELD: value} shape
     allusers: bool = False        # -a (or -u -1) given after every other -u: sacct's last one wins
     duplicates: bool = False
     clusters: list[str] = field(default_factory=list)
@@ -70,6 +72,8 @@ class Settings:
     admin_groups: Sequence[str] = ()
     cluster: str = ""
     findings: FindingsSource = field(default_factory=StoredFindings)
+    tres_ids: Mapping[str, int] | None = None  # --json: TRES ids; None: ask sacctmgr (static ids if it fails)
+    slurm_version: str | None = None           # --json meta: None: ask sacct -V
 
 
 def _split_list(values: Sequence[str]) -> list[str]:
@@ -86,7 +90,7 @@ def columns_for(opts: Options) -> list[F.Column]:
     if opts.brief:
         specs.append(F.BRIEF_FORMAT)
     if not specs:
-        if opts.json:
+        if opts.json_fields:
             return [F.Column(F.BY_NAME[n], F.BY_NAME[n].width) for n in F.JSON_DEFAULT]
         specs = [F.DEFAULT_FORMAT]
     return F.parse_format(specs)
@@ -281,9 +285,10 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
     mode = PARSABLE2 if opts.parsable2 else PARSABLE if opts.parsable else TABLE
     renderer = Renderer(columns, mode, opts.delimiter, times)
     names = [c.field.name for c in columns]
-    want_gpu = any(n in F.ADDED_FIELDS for n in names)
-    with_steps = not opts.allocations and not opts.json
-    with_extra = any(F.BY_NAME[n].verbatim or n in ("CPUTime", "CPUTimeRAW") for n in names)
+    shaped = opts.json and not opts.json_fields          # sacct's own --json shape
+    want_gpu = shaped or any(n in F.ADDED_FIELDS for n in names)
+    with_steps = not opts.allocations and not opts.json_fields
+    with_extra = shaped or any(F.BY_NAME[n].verbatim or n in ("CPUTime", "CPUTimeRAW") for n in names)
     more = tuple(c for c, on in (("extra", with_extra or with_steps), ("steps", with_steps)) if on)
     x_extra = len(COLUMNS) if "extra" in more else None
     x_steps = len(COLUMNS) + more.index("steps") if "steps" in more else None
@@ -294,16 +299,30 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
     try:
         _check_users(reader, sel)
         batches = reader.batches(sql, params, BATCH)
-        if opts.json:
+        if shaped:
+            ids, version = _slurm_facts(settings)
+            head = {"meta": sacctjson.meta(version), "errors": []}
+            out.write(json.dumps(head)[:-1].encode() + b', "jobs": [')
+        elif opts.json:
             out.write(b'{"jobs": [')
         elif not opts.noheader:
             out.write(renderer.header())
         for rows in batches:
             gpu = _gpu_for(reader, rows, now, settings) if want_gpu else {}
             chunk: list[bytes] = []
+            docs: list[dict] = []
             for r in rows:
                 g = gpu.get(r[_IX["id"]])
-                if opts.json:
+                if shaped:
+                    extra = (_loads(r[x_extra]) or {}) if x_extra is not None else {}
+                    _, step_ids = _wanted_steps(r, sel.jobs)
+                    steps = [st for st in (_loads(r[x_steps]) or () if x_steps is not None else ())
+                             if step_ids is None or st["step"] in step_ids]
+                    docs.append(sacctjson.job_doc(
+                        lambda n, r=r, extra=extra: _job_value(n, r, extra, now),
+                        [lambda n, r=r, extra=extra, st=st: _step_value(n, r, extra, st, now) for st in steps],
+                        ids=ids, user_of=_user_of, piqc=g.typed() if g is not None else None))
+                elif opts.json:
                     doc: dict[str, Any] = {}
                     typed = g.typed() if g is not None else {}
                     for n in names:
@@ -324,6 +343,9 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
                             if step_ids is None or st["step"] in step_ids:
                                 chunk.append(renderer.line([_step_value(n, r, extra, st, now) for n in names]))
                 count += 1
+            for i, doc in enumerate(sacctjson.in_sacct_order(docs)):
+                sep = b",\n  " if count - len(docs) + i else b"\n  "
+                chunk.append(sep + json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogateescape"))
             out.write(b"".join(chunk))
         if opts.json:
             out.write(b"\n]}\n" if count else b"]}\n")
@@ -335,6 +357,37 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
         if own:
             reader.close()
     return count
+
+
+def _slurm_facts(settings: Settings) -> tuple[Mapping[str, int], str | None]:
+    """TRES ids and the Slurm release for --json: the settings', else asked of sacctmgr / sacct -V
+    on this host (once per command); without them the static ids only, and no release."""
+    import os
+
+    from piqc_slurm.errors import SacctError
+    from piqc_slurm.slurm.run import sacct_version, sacctmgr_tres
+
+    ids, version = settings.tres_ids, settings.slurm_version
+    if ids is None:
+        try:
+            ids = {**sacctjson.STATIC_TRES, **sacctjson.parse_tres_ids(sacctmgr_tres(os.environ))}
+        except SacctError:
+            ids = dict(sacctjson.STATIC_TRES)
+    if version is None:
+        try:
+            version = sacct_version(os.environ)
+        except SacctError:
+            version = None
+    return ids, version
+
+
+def _user_of(uid: int) -> str | None:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return None
 
 
 _ANY = {"account": 'SELECT 1 FROM jobs WHERE lower("account") = :v LIMIT 1',

@@ -66,3 +66,14 @@ def sacctmgr_events(start: int, end: int, clusters: list[str], env: Mapping[str,
     if clusters:
         argv.insert(5, f"Clusters={','.join(clusters)}")
     return run_command(argv, sacct_env(env), timeout, "")
+
+
+def sacctmgr_tres(env: Mapping[str, str], timeout: float = 10) -> str:
+    """`sacctmgr -nP show tres format=Type,Name,ID`: the site's TRES ids (gres ones are its own)."""
+    return run_command(["sacctmgr", "-nP", "show", "tres", "format=Type,Name,ID"], env, timeout, "")
+
+
+def sacct_version(env: Mapping[str, str], timeout: float = 10) -> str | None:
+    """The local sacct's release (`sacct -V`: `slurm-wlm 22.05.8`, `slurm 23.02.1`); None if unknown."""
+    words = run_command(["sacct", "-V"], env, timeout, "").split()
+    return words[-1] if words else None

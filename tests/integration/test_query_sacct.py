@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from jsoncompare import differences
 from slurmtest import REPO
 
 pytestmark = pytest.mark.slurm
@@ -139,11 +140,31 @@ def test_gpu_fields_come_from_the_sampler(cluster, jobs, store):
     assert float(mem) == 10.0 and float(energy) > 0
     assert float(cost) > 0 and abs(float(waste) - float(cost) / 2) <= 0.011
     doc = json.loads(ours(cluster, store, "-j", str(job), "--json").stdout)
-    (j,) = doc["jobs"]
+    (j,) = [d["piqc"] for d in doc["jobs"]]
     assert j["GPUsUsed"] == 1 and j["AllocGPUs"] == 2 and 35.0 <= j["GPUUtilAvg"] <= 41.0
     # a job with no GPUs has no sampler fields but a cost of 0
     cpu = ours(cluster, store, "-X", "-P", "-n", "-j", str(jobs["ids"]["weird"]), "-o", "AllocGPUs,GPUsUsed,CostUSD")
     assert cpu.stdout == b"0||0.00\n"
+
+
+def test_json_is_real_sacct_json_and_a_script_for_it_reads_ours(cluster, jobs, store):
+    """Real `sacct --json` of the live jobs against ours: same keys in the same order, same types,
+    same values (CPU times to the millisecond, as the text keeps them); our figures only under
+    "piqc"; and a script written for sacct's shape prints the same lines from both."""
+    want = real(cluster, "-a", "--json", "-j", jobs["list"])
+    got = ours(cluster, store, "--json", "-j", jobs["list"])
+    assert want.returncode == 0 and got.returncode == 0, got.stderr.decode()
+    real_doc, our_doc = json.loads(want.stdout), json.loads(got.stdout)
+    assert len(our_doc["jobs"]) == 5 and all("piqc" in j for j in our_doc["jobs"])
+    gpu = [j["piqc"] for j in our_doc["jobs"] if j["job_id"] == jobs["ids"]["gpu"]]
+    assert gpu and gpu[0]["GPUsUsed"] == 1
+    for j in our_doc["jobs"]:
+        del j["piqc"]
+    assert differences(real_doc, our_doc) == []
+    script = [sys.executable, str(REPO / "tests" / "fixtures" / "steps" / "sacct_json_summary.py")]
+    lines = [subprocess.run(script, input=doc, capture_output=True, check=True).stdout
+             for doc in (want.stdout, json.dumps(our_doc).encode())]
+    assert lines[0] == lines[1] and lines[0].count(b"\n") >= 10, lines
 
 
 def test_window_query_lists_the_same_jobs_as_sacct(cluster, jobs, store):

@@ -123,7 +123,7 @@ def test_a_killed_sampler_still_counts_its_idle_gpu(url):
 
 
 def test_json_types(url):
-    doc = json.loads(query(url, "-j", "134,201", "--json", "-o", GPU_FIELDS))
+    doc = json.loads(query(url, "-j", "134,201", "--json-fields", "-o", GPU_FIELDS))
     j = {x["JobID"]: x for x in doc["jobs"]}
     assert j["134"] == {"JobID": "134", "AllocGPUs": 4, "GPUType": "h100", "GPUsUsed": 2, "GPUUtilAvg": 38.9,
                         "GPUMemPeak": 40.0, "GPUEnergy": 0.014, "CostUSD": 0.18, "WasteUSD": 0.09, "Findings": [],

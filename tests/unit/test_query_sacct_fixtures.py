@@ -101,7 +101,7 @@ def test_invalid_time_format_is_reported_once_and_the_standard_used(stores, tz):
 def test_json_has_typed_values_and_the_design_fields(stores, tz):
     tz("UTC")
     url = stores[VERSIONS[-1]]
-    meta = {"argv": ["-j", "7,8,10_3,35", "--json"], "env": {}, "now": 1795870729}
+    meta = {"argv": ["-j", "7,8,10_3,35", "--json-fields"], "env": {}, "now": 1795870729}
     doc = json.loads(ours(url, meta))
     assert list(doc) == ["jobs"]
     jobs = {j["JobID"]: j for j in doc["jobs"]}
@@ -122,7 +122,7 @@ def test_json_has_typed_values_and_the_design_fields(stores, tz):
 
 def test_json_with_format_keeps_the_asked_fields_in_order(stores, tz):
     tz("UTC")
-    meta = {"argv": ["-j", "12", "--json", "-o", "jobname,jobid,elapsedraw,AllocGPUs"], "env": {},
+    meta = {"argv": ["-j", "12", "--json-fields", "-o", "jobname,jobid,elapsedraw,AllocGPUs"], "env": {},
             "now": 1795870729}
     doc = json.loads(ours(stores[VERSIONS[-1]], meta))
     assert doc == {"jobs": [{"JobName": "a|b<b>x</b>&'q`../z", "JobID": "12", "ElapsedRaw": 0, "AllocGPUs": 1}]}
@@ -130,7 +130,7 @@ def test_json_with_format_keeps_the_asked_fields_in_order(stores, tz):
 
 def test_json_of_nothing_is_an_empty_list(stores, tz):
     tz("UTC")
-    meta = {"argv": ["-j", "999999", "--json"], "env": {}, "now": 1795870729}
+    meta = {"argv": ["-j", "999999", "--json-fields"], "env": {}, "now": 1795870729}
     assert ours(stores[VERSIONS[-1]], meta) == b'{"jobs": []}\n'
 
 

@@ -204,7 +204,7 @@ def test_non_admins_see_only_their_own_jobs(store):
     assert listed(url, "-u", "alice", *w, caller=bob) == []
     assert listed(url, "-u", "alice,bob", *w, caller=bob) == ["2"]
     assert listed(url, "-j", "1,2,3", caller=bob) == ["2"]
-    assert listed(url, "--json", "-j", "1", caller=bob) == ['{"jobs": []}']
+    assert listed(url, "--json-fields", "-j", "1", caller=bob) == ['{"jobs": []}']
 
 
 def test_admins_see_everyone_when_asked(store):
