@@ -524,7 +524,9 @@ def _guarded(name: str, check, *args) -> list[Check]:
     return got if isinstance(got, list) else [got]
 
 
-def check_spank(slurm_conf: str) -> Check:
+def check_spank(slurm_conf: str, spool_dir: str | None = None) -> Check:
+    """piqc.so in plugstack.conf; with `spool_dir`, its spool= must name it (the job info the
+    Epilog's report needs for array tasks and %x, hooks/jobinfo.py)."""
     plug = Path(slurm_conf).with_name("plugstack.conf")
     try:
         keys = _slurm_conf_lines(Path(slurm_conf))
@@ -540,7 +542,15 @@ def check_spank(slurm_conf: str) -> Check:
                              "use 'optional': a required plugin left unbuilt after a Slurm upgrade stops every command")
             if not os.path.isfile(words[1]):
                 return Check(FAIL, "spank", f"{words[1]} named in {plug} does not exist", "make -C spank")
-            return Check(OK, "spank", f"--gpu-monitor plugin loaded from {words[1]}")
+            spool = next((w[len("spool="):] for w in words[2:] if w.startswith("spool=")), None)
+            if spool_dir and spool is None:
+                return Check(WARN, "spank", f"{plug}: piqc.so has no spool=: array tasks and %x output "
+                             "files get no report", f"add spool={spool_dir} to its line")
+            if spool_dir and os.path.normpath(spool) != os.path.normpath(spool_dir):
+                return Check(WARN, "spank", f"{plug}: piqc.so spool={spool} but spool_dir is {spool_dir}: "
+                             "the Epilog finds no job info", f"set spool={spool_dir}")
+            return Check(OK, "spank", f"--gpu-monitor plugin loaded from {words[1]}"
+                         + (f", job info in {spool}/jobinfo" if spool_dir else ""))
     return Check(WARN, "spank", f"piqc.so not in {plug} (users cannot tune or opt out)",
                  "optional: see spank/README.md")
 
@@ -554,7 +564,7 @@ def run_all(cfg, db_url: str) -> list[Check]:
     checks.append(conf)
     if conf.status == OK:
         checks += _guarded("hooks", check_hooks, slurm_conf)
-        checks += _guarded("spank", check_spank, slurm_conf)
+        checks += _guarded("spank", check_spank, slurm_conf, cfg["spool_dir"])
     else:
         checks += [Check(WARN, name, f"skipped: needs the slurm.conf above ({conf.what})")
                    for name in ("hooks", "spank")]

@@ -26,7 +26,8 @@ kept.
 retention: summaries (and timelines) in a shared spool recorded in
 `spool_replays` under the same name and hash, those a push moved to
 `spool_dir/delivered/` whose run is in `node_summaries`, quarantined files,
-and the outbox's `.reported` markers of delivered runs. Never a summary the
+and the outbox's `.reported` markers of delivered runs, and `spool_dir/jobinfo/` files the
+SPANK plugin wrote for jobs whose Epilog never removed them. Never a summary the
 store does not have.
 """
 
@@ -461,6 +462,7 @@ def prune(*, spool_dir: Path | None, shared_spool_dir: Path | None, older_than: 
                        suffixes=(".reported",))
             _prune_old(res, outbox / QUARANTINE, cutoff, dry_run)
             _prune_orphaned(res, Path(spool_dir) / "orphaned", cutoff, dry_run)
+            _prune_old(res, Path(spool_dir) / "jobinfo", cutoff, dry_run)  # SPANK job info whose Epilog never ran
         if shared_spool_dir is not None and Path(shared_spool_dir).is_dir():
             root = Path(shared_spool_dir)
             _prune_old(res, root / QUARANTINE, cutoff, dry_run)

@@ -17,6 +17,32 @@
  *      default_interval=SECONDS  what `on` means                    [1]
  *      min_interval=SECONDS      site minimum; smaller values raised [1]
  *      allow_opt_out=0|1         whether `off` is honoured           [1]
+ *      spool=DIR                 piqc-slurm's spool_dir: record job info
+ *                                for the Epilog's report             [off]
+ *
+ *  Job info for the Epilog (with spool=DIR): the slurmd Epilog of 22.05 has
+ *  neither the array ids nor the job name, so it cannot expand %A, %a or %x
+ *  in the job's output pattern to find the file for its report.  The batch
+ *  step's slurmstepd has them: in slurm_spank_init_post_opt (remote context,
+ *  still root, after the job's environment is in place, before the job's
+ *  output file is opened) this plugin writes them to DIR/jobinfo/<jobid>:
+ *
+ *      piqc-jobinfo/1
+ *      job_id=<S_JOB_ID>
+ *      uid=<S_JOB_UID>
+ *      array_job_id=<S_JOB_ARRAY_ID: 0 outside an array>
+ *      array_task_id=<S_JOB_ARRAY_TASK_ID: 4294967294 (NO_VAL) outside one>
+ *      job_name=<SLURM_JOB_NAME of the job's environment, hex-encoded>
+ *
+ *  Only the batch step writes (it runs on the node whose Epilog writes the
+ *  report; the extern step's environment has no SLURM_JOB_NAME).  The name
+ *  is the user's text (newlines, `|`, `../`): hex keeps it one line.  The
+ *  file is root-only (0600) in a root-only directory, never written through
+ *  a symlink (openat with O_NOFOLLOW from the spool down, O_EXCL temp file,
+ *  renamed into place), at most 4 KiB.  Every failure is logged and the job
+ *  goes on: without the file the Epilog still reports for patterns that
+ *  need no job info (%j, %u, %N, ...) and logs why it cannot for others.
+ *  piqc-slurm's Epilog (hooks/jobinfo.py) reads, validates and removes it.
  *
  *  Users can set SLURM_SPANK_PIQC_GPU_MONITOR without this plugin, so the
  *  Prolog must validate and clamp the value again against root's config:
@@ -30,15 +56,23 @@
  *   - spank_job_control_getenv/_setenv segfault in job_prolog/job_epilog on
  *     22.05.8, so this plugin defines neither hook.
  *
- *  Build: `make` (needs libslurm-dev of the running Slurm major version).
+ *  Build: `make` (needs libslurm-dev of the running Slurm major version);
+ *  `make check` builds with -Werror.
  *****************************************************************************/
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
 
+#include <slurm/slurm.h>	/* SLURM_BATCH_SCRIPT */
 #include <slurm/spank.h>
 
 /*
@@ -54,6 +88,12 @@ SPANK_PLUGIN(piqc, 1);
 #define PIQC_VALUE_LEN      32                 /* formatted value buffer */
 #define PIQC_MAX_SECONDS    86400.0            /* one day: anything longer is a typo */
 #define PIQC_SITE_FLOOR     0.1                /* smallest site interval (config.py) */
+
+#define PIQC_SPOOL_MAX      1024               /* longest spool= directory */
+#define PIQC_NAME_MAX       1024               /* longer job names are not recorded */
+#define PIQC_JOBINFO_MAX    4096               /* a jobinfo file is never larger */
+#define PIQC_JOBINFO_DIR    "jobinfo"          /* under spool= */
+#define PIQC_JOBINFO_FORMAT "piqc-jobinfo/1"   /* first line; hooks/jobinfo.py */
 
 #define PIQC_DEFAULT_INTERVAL 1.0
 #define PIQC_DEFAULT_MIN      1.0
@@ -71,6 +111,7 @@ static double default_interval = PIQC_DEFAULT_INTERVAL;
 static double min_interval = PIQC_DEFAULT_MIN;
 static int allow_opt_out = PIQC_DEFAULT_OPT_OUT;
 static int site_parsed = 0;
+static char spool_dir[PIQC_SPOOL_MAX] = "";    /* "": no job info is written */
 
 /* The user's choice, recorded by the option callback. */
 static enum piqc_mode user_mode = PIQC_UNSET;
@@ -98,7 +139,9 @@ static int parse_seconds(const char *s, double *out, const char **why);
 static int format_seconds(double secs, char *buf, size_t len);
 static void printable(const char *s, char *buf, size_t len);
 static void parse_site_args(int ac, char **av);
+static int valid_spool(const char *dir, const char **why);
 static int submit_context(void);
+static void record_jobinfo(spank_t sp);
 
 /*
  *  Hooks
@@ -131,10 +174,11 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 }
 
 /*
- *  After the options are processed: in srun/sbatch/salloc only, apply the
- *  site policy to the user's choice and put it in the job-control
- *  environment.  Returns -1 only to refuse `off` where the site requires
- *  monitoring; every other path returns 0.
+ *  After the options are processed.  In srun/sbatch/salloc: apply the site
+ *  policy to the user's choice and put it in the job-control environment;
+ *  returns -1 only to refuse `off` where the site requires monitoring.  In
+ *  slurmstepd (remote): write the batch step's job info (record_jobinfo).
+ *  Every other path returns 0.
  */
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
@@ -146,6 +190,13 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 
 	(void) ac;
 	(void) av;
+
+	/* slurmstepd: record the job info the Epilog's report needs.  Never
+	 * refuses: a failure here would fail a job that is about to run. */
+	if (spank_remote(sp) == 1) {
+		record_jobinfo(sp);
+		return 0;
+	}
 
 	if (!submit_context() || user_mode == PIQC_UNSET)
 		return 0;
@@ -383,6 +434,7 @@ static void parse_site_args(int ac, char **av)
 	default_interval = PIQC_DEFAULT_INTERVAL;
 	min_interval = PIQC_DEFAULT_MIN;
 	allow_opt_out = PIQC_DEFAULT_OPT_OUT;
+	spool_dir[0] = '\0';
 
 	for (i = 0; i < ac; i++) {
 		const char *arg = av[i];
@@ -416,10 +468,19 @@ static void parse_site_args(int ac, char **av)
 		} else if (strncmp(arg, "allow_opt_out=", 14) == 0) {
 			slurm_error("piqc: plugstack.conf: bad %s (use 0 or 1): "
 				    "keeping the default", shown);
+		} else if (strncmp(arg, "spool=", 6) == 0) {
+			if (!valid_spool(arg + 6, &why)) {
+				slurm_error("piqc: plugstack.conf: bad %s (%s): "
+					    "no job info is recorded", shown, why);
+				continue;
+			}
+			(void) snprintf(spool_dir, sizeof(spool_dir), "%s",
+					arg + 6);
 		} else {
 			slurm_error("piqc: plugstack.conf: ignoring unknown "
 				    "argument '%s' (known: default_interval=, "
-				    "min_interval=, allow_opt_out=0|1)", shown);
+				    "min_interval=, allow_opt_out=0|1, spool=DIR)",
+				    shown);
 		}
 	}
 
@@ -429,4 +490,227 @@ static void parse_site_args(int ac, char **av)
 		default_interval = min_interval;
 	}
 	site_parsed = 1;
+}
+
+/*
+ *  spool=DIR: an absolute path of printable, non-blank bytes that fits.
+ *  Returns 1, or 0 and sets *why.
+ */
+static int valid_spool(const char *dir, const char **why)
+{
+	size_t i, len = strnlen(dir, PIQC_SPOOL_MAX);
+
+	if (len == 0 || dir[0] != '/') {
+		*why = "not an absolute path";
+		return 0;
+	}
+	if (len >= PIQC_SPOOL_MAX) {
+		*why = "path too long";
+		return 0;
+	}
+	for (i = 0; i < len; i++) {
+		if (!isgraph((unsigned char) dir[i])) {
+			*why = "blank or non-printable byte in the path";
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/*
+ *  Open the existing directory `path` (relative to `at`) without following a
+ *  symlink, and check it is root's own: a directory owned by uid 0 that
+ *  group and others cannot write.  Returns the fd, or -1 and sets *why.
+ */
+static int open_root_dir(int at, const char *path, const char **why)
+{
+	struct stat st;
+	int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+			O_CLOEXEC);
+
+	if (fd < 0) {
+		*why = (errno == ELOOP || errno == ENOTDIR) ?
+			"is a symlink or not a directory" : strerror(errno);
+		return -1;
+	}
+	if (fstat(fd, &st) < 0) {
+		*why = strerror(errno);
+	} else if (!S_ISDIR(st.st_mode)) {
+		*why = "is not a directory";
+	} else if (st.st_uid != 0) {
+		*why = "is not owned by root";
+	} else if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		*why = "is writable by group or others";
+	} else {
+		return fd;
+	}
+	(void) close(fd);
+	return -1;
+}
+
+/* write(2) until every byte is out; 0, or -1 with errno set. */
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		buf += n;
+		len -= (size_t) n;
+	}
+	return 0;
+}
+
+/*
+ *  Put `len` bytes at <spool>/jobinfo/<job_id> as root: a temp file made
+ *  with O_EXCL|O_NOFOLLOW (mode 0600) in the root-only jobinfo directory,
+ *  renamed over the final name (rename never follows a symlink, and a
+ *  requeued job's earlier file is replaced whole).  Logs every failure.
+ */
+static void write_jobinfo(uint32_t job_id, const char *data, size_t len)
+{
+	char tmp[64], final[16];
+	const char *why = NULL;
+	int sfd, dfd, fd;
+
+	if (mkdir(spool_dir, 0700) < 0 && errno != EEXIST) {
+		slurm_info("piqc: job %u: cannot create spool %s: %s: no job "
+			   "info for the report", job_id, spool_dir,
+			   strerror(errno));
+		return;
+	}
+	sfd = open_root_dir(AT_FDCWD, spool_dir, &why);
+	if (sfd < 0) {
+		slurm_error("piqc: job %u: spool %s %s: no job info for the "
+			    "report", job_id, spool_dir, why);
+		return;
+	}
+	if (mkdirat(sfd, PIQC_JOBINFO_DIR, 0700) < 0 && errno != EEXIST) {
+		slurm_error("piqc: job %u: cannot create %s/%s: %s", job_id,
+			    spool_dir, PIQC_JOBINFO_DIR, strerror(errno));
+		(void) close(sfd);
+		return;
+	}
+	dfd = open_root_dir(sfd, PIQC_JOBINFO_DIR, &why);
+	(void) close(sfd);
+	if (dfd < 0) {
+		slurm_error("piqc: job %u: %s/%s %s: no job info for the "
+			    "report", job_id, spool_dir, PIQC_JOBINFO_DIR, why);
+		return;
+	}
+	(void) snprintf(final, sizeof(final), "%u", job_id);
+	(void) snprintf(tmp, sizeof(tmp), ".%u.tmp.%ld", job_id,
+			(long) getpid());
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EEXIST) {	/* left by a crashed stepd */
+		(void) unlinkat(dfd, tmp, 0);
+		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL |
+			    O_NOFOLLOW | O_CLOEXEC, 0600);
+	}
+	if (fd < 0) {
+		slurm_error("piqc: job %u: cannot create %s/%s/%s: %s", job_id,
+			    spool_dir, PIQC_JOBINFO_DIR, tmp, strerror(errno));
+		(void) close(dfd);
+		return;
+	}
+	if (write_all(fd, data, len) < 0) {
+		slurm_error("piqc: job %u: cannot write %s/%s/%s: %s", job_id,
+			    spool_dir, PIQC_JOBINFO_DIR, tmp, strerror(errno));
+		(void) close(fd);
+		(void) unlinkat(dfd, tmp, 0);
+		(void) close(dfd);
+		return;
+	}
+	if (close(fd) < 0 || renameat(dfd, tmp, dfd, final) < 0) {
+		slurm_error("piqc: job %u: cannot put %s/%s/%s in place: %s",
+			    job_id, spool_dir, PIQC_JOBINFO_DIR, final,
+			    strerror(errno));
+		(void) unlinkat(dfd, tmp, 0);
+		(void) close(dfd);
+		return;
+	}
+	(void) close(dfd);
+	slurm_debug("piqc: job %u: job info in %s/%s/%s", job_id, spool_dir,
+		    PIQC_JOBINFO_DIR, final);
+}
+
+/*
+ *  Remote context: in the batch step only, gather what the Epilog needs to
+ *  expand the job's output pattern (%A %a %x) and write it (see the header
+ *  comment for the format).  Every failure is logged; nothing is returned:
+ *  the job runs whatever happens here.
+ */
+static void record_jobinfo(spank_t sp)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint32_t job_id = 0, step_id = 0, array_id = 0, task_id = 0;
+	uid_t uid = 0;
+	char name[PIQC_NAME_MAX + 1];
+	char name_hex[2 * PIQC_NAME_MAX + 1];
+	char buf[PIQC_JOBINFO_MAX];
+	int have_name = 0, n;
+	size_t i;
+	spank_err_t rc;
+
+	if (spool_dir[0] == '\0')
+		return;
+	rc = spank_get_item(sp, S_JOB_STEPID, &step_id);
+	if (rc != ESPANK_SUCCESS) {
+		slurm_error("piqc: cannot get the step id (%s): no job info "
+			    "for the report", spank_strerror(rc));
+		return;
+	}
+	if (step_id != SLURM_BATCH_SCRIPT)
+		return;
+	if ((rc = spank_get_item(sp, S_JOB_ID, &job_id)) != ESPANK_SUCCESS ||
+	    (rc = spank_get_item(sp, S_JOB_UID, &uid)) != ESPANK_SUCCESS ||
+	    (rc = spank_get_item(sp, S_JOB_ARRAY_ID, &array_id))
+	    != ESPANK_SUCCESS ||
+	    (rc = spank_get_item(sp, S_JOB_ARRAY_TASK_ID, &task_id))
+	    != ESPANK_SUCCESS) {
+		slurm_error("piqc: job %u: cannot get the job's ids (%s): no "
+			    "job info for the report", job_id,
+			    spank_strerror(rc));
+		return;
+	}
+	if (job_id == 0) {
+		slurm_error("piqc: job id 0: no job info for the report");
+		return;
+	}
+
+	/* The name as fname.c's %x takes it: SLURM_JOB_NAME of job->env. */
+	rc = spank_getenv(sp, "SLURM_JOB_NAME", name, sizeof(name));
+	if (rc == ESPANK_SUCCESS) {
+		for (i = 0; name[i] != '\0'; i++) {
+			name_hex[2 * i] = hex[((unsigned char) name[i]) >> 4];
+			name_hex[2 * i + 1] = hex[((unsigned char) name[i]) & 15];
+		}
+		name_hex[2 * i] = '\0';
+		have_name = 1;
+	} else if (rc == ESPANK_NOSPACE) {
+		slurm_info("piqc: job %u: job name longer than %d bytes: not "
+			   "recorded (%%x cannot be expanded for the report)",
+			   job_id, PIQC_NAME_MAX);
+	} else {
+		slurm_info("piqc: job %u: no SLURM_JOB_NAME in the job's "
+			   "environment (%s)", job_id, spank_strerror(rc));
+	}
+
+	n = snprintf(buf, sizeof(buf),
+		     "%s\njob_id=%u\nuid=%lu\narray_job_id=%u\n"
+		     "array_task_id=%u\n%s%s%s",
+		     PIQC_JOBINFO_FORMAT, job_id, (unsigned long) uid,
+		     array_id, task_id, have_name ? "job_name=" : "",
+		     have_name ? name_hex : "", have_name ? "\n" : "");
+	if (n < 0 || (size_t) n >= sizeof(buf)) {
+		slurm_error("piqc: job %u: job info does not fit in %d bytes",
+			    job_id, PIQC_JOBINFO_MAX);
+		return;
+	}
+	write_jobinfo(job_id, buf, (size_t) n);
 }

@@ -95,6 +95,16 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
     t0 = time.monotonic()
     now = time.time() if now is None else now
     ctx = from_env(env, cfg["cluster"])
+    try:
+        what = _run(ctx, env, cfg, now, t0)
+    finally:  # every job's, GPUs or not: the SPANK plugin records one for every batch job
+        from piqc_slurm.hooks.jobinfo import discard
+
+        left = discard(cfg["spool_dir"], ctx.job_id)
+    return f"{what}; {left}" if left else what
+
+
+def _run(ctx: JobContext, env: dict[str, str], cfg, now: float, t0: float) -> str:
     if not ctx.gpus:
         return "no GPUs: nothing to summarise"
     spool = Spool(cfg["spool_dir"])
@@ -218,7 +228,7 @@ def _lost(spool: Spool, out_key: str, exc: OSError) -> str:
 
 
 def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str, catalog) -> str:
-    from piqc_slurm.hooks.userreport import PatternError, PatternInputs, append_as_user, expand_output_path
+    from piqc_slurm.hooks.userreport import PatternError, append_as_user, expand_output_path
     from piqc_slurm.report.epilog_text import Rules, render
     from piqc_slurm.usage.prices import Prices
 
@@ -229,17 +239,43 @@ def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str
     marker = spool.outbox() / f"{out_key}.reported"
     if marker.exists():
         return "report: already written"
+    inputs = pattern_inputs(ctx, cfg["spool_dir"])
     try:
-        path = expand_output_path(ctx.stdout, PatternInputs(
-            job_id=ctx.job_id, user=ctx.user, node=ctx.node, work_dir=ctx.work_dir,
-            array_job_id=ctx.array_job_id, array_task_id=ctx.array_task_id))
+        path = expand_output_path(ctx.stdout, inputs)
     except PatternError as exc:
         return f"report: {exc}"
     text = "\n" + render(summary, Prices.from_config(cfg, catalog), Rules(cfg))
     result = append_as_user(path, text, ctx.uid, ctx.gid, ctx.user, cfg["epilog.report_timeout"])
     if result == "ok":
         marker.touch(mode=0o600)
-    return f"report: {result}"
+        return "report: ok"
+    # user text (a job name may hold a newline) as repr: the hook log keeps one line per job
+    why = f" (the file was named without job info: {inputs.unknown})" if inputs.array_task_id is None else ""
+    return f"report: {result}: {path[:200]!r}{why}"
+
+
+def short_hostname() -> str:
+    """slurmd's conf->hostname, which %N expands to: gethostname() up to the first '.'."""
+    import socket
+
+    return socket.gethostname().split(".", 1)[0]
+
+
+def pattern_inputs(ctx: JobContext, spool_dir: str):
+    """What the batch step's slurmstepd named the output file from: the hook environment, plus
+    the array ids and job name the SPANK plugin recorded (hooks/jobinfo.py). Without that file,
+    array ids from the environment where a Slurm passes them (22.05 does not), else unknown."""
+    from piqc_slurm.hooks.jobinfo import read
+    from piqc_slurm.hooks.userreport import PatternInputs
+
+    info, why = read(spool_dir, ctx.job_id, ctx.uid)
+    base = {"job_id": ctx.job_id, "user": ctx.user, "host": short_hostname(), "work_dir": ctx.work_dir}
+    if info is not None:
+        return PatternInputs(**base, array_job_id=info.array_job_id, array_task_id=info.array_task_id,
+                             job_name=info.job_name, unknown="job name not recorded by the SPANK plugin")
+    if ctx.array_task_id is not None and ctx.array_job_id is not None:
+        return PatternInputs(**base, array_job_id=ctx.array_job_id, array_task_id=ctx.array_task_id, unknown=why)
+    return PatternInputs(**base, unknown=why)
 
 
 def _remove_run_dir(run_dir: Path) -> None:

@@ -941,7 +941,7 @@ PATTERN = st.one_of(
 )
 INPUTS = st.builds(
     PatternInputs, job_id=st.integers(0, U32), user=st.one_of(st.from_regex(SAFE_NAME, fullmatch=True), NASTY_TEXT),
-    node=st.from_regex(SAFE_NAME, fullmatch=True), work_dir=st.one_of(st.none(), st.just("/home/u"), NASTY_TEXT),
+    host=st.from_regex(SAFE_NAME, fullmatch=True), work_dir=st.one_of(st.none(), st.just("/home/u"), NASTY_TEXT),
     array_job_id=st.one_of(st.none(), st.integers(0, U32)), array_task_id=st.one_of(st.none(), st.integers(0, U32)))
 
 
@@ -960,14 +960,14 @@ def test_output_patterns(pattern, v):
         return
     assert isinstance(path, str) and "\0" not in path and path.startswith("/")
     assert not path.startswith("/dev/")
-    per = max(10, len(v.user), len(v.node), len("slurm-%A_%a.out"))
+    per = max(10, len(v.user), len(v.host), len("slurm-%A_%a.out"))
     assert len(path) <= len(v.work_dir or "") + 1 + per * max(len(pattern), 1) + 20
     if pattern and "%" not in pattern and "\\" not in pattern:     # literal text: taken as it is, `..` too
         assert path == (pattern if pattern.startswith("/") else os.path.join(v.work_dir, pattern))
 
 
 def test_output_pattern_padding_is_slurms():
-    v = PatternInputs(job_id=128, user="u", node="n", work_dir="/w", array_job_id=7, array_task_id=3)
+    v = PatternInputs(job_id=128, user="u", host="n", work_dir="/w", array_job_id=7, array_task_id=3)
     assert expand_output_path("%4j-%2a-%A", v) == "/w/0128-03-7"
     assert expand_output_path("%15j", v) == "/w/0000000128"          # at most 10 (Slurm's MAX_WIDTH)
     assert expand_output_path("/o/%99999999999j.out", v) == "/o/0000000128.out"

@@ -306,3 +306,120 @@ def test_an_outbox_on_a_full_or_read_only_file_system(tmp_path, caplog, how):
     assert any(r.getMessage() == what for r in caplog.records)
     assert left == ({"fill"} if how == "full" else set())  # no temp file, no half summary
     assert (spool / "lost.count").read_text() == "1\n" and not run_dir.exists()
+
+
+# ---- the user report: the SPANK plugin's job info names the file -----------------------------------
+NOBODY = 65534
+JOBINFO = Path(__file__).resolve().parents[1] / "fixtures" / "reports" / "22.05.8" / "jobinfo"
+
+
+def plant_jobinfo(spool: Path, recorded: str, job_id: int = 74, uid: int = NOBODY) -> Path:
+    """A real jobinfo file the plugin wrote, under this test job's id and uid."""
+    lines = (JOBINFO / recorded).read_text().splitlines()
+    lines = [f"job_id={job_id}" if ln.startswith("job_id=") else f"uid={uid}" if ln.startswith("uid=") else ln
+             for ln in lines]
+    d = spool / "jobinfo"
+    d.mkdir(parents=True, mode=0o700, exist_ok=True)
+    spool.chmod(0o700)
+    path = d / str(job_id)
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def out_dir():
+    """An output directory user nobody owns and can reach (pytest's own tmp is root-only)."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="piqc-epilog-report-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    os.chown(d, NOBODY, NOBODY)
+    yield d
+    shutil.rmtree(d)
+
+
+def report_job(tmp_path: Path, out: Path, pattern: str | None) -> tuple[dict, config.Config, Path]:
+    """A GPU job of user nobody, its output in `out`, report on."""
+    env, cfg = setup(tmp_path, **{"epilog.user_report": True})
+    env.update({"SLURM_JOB_UID": str(NOBODY), "SLURM_JOB_GID": str(NOBODY), "SLURM_JOB_USER": "nobody",
+                "SLURM_JOB_WORK_DIR": str(out)})
+    if pattern is not None:
+        env["SLURM_JOB_STDOUT"] = str(out / pattern)
+    return env, config.load(env=env), out
+
+
+def user_file(path: Path) -> Path:
+    path.write_text("job output\n")
+    os.chown(path, NOBODY, NOBODY)
+    return path
+
+
+def test_a_cpu_jobs_job_info_is_removed_too(tmp_path):
+    env, cfg = setup(tmp_path)
+    env["SLURM_JOB_GPUS"] = ""
+    info = plant_jobinfo(tmp_path / "spool", "default")
+    assert epilog.run(env, cfg, now=NOW) == "no GPUs: nothing to summarise"
+    assert not info.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the report writer drops root to the job's uid")
+@pytest.mark.parametrize("recorded, pattern, file", [
+    ("array_A_a_3", "x-%A_%a.out", "x-{array}_3.out"),
+    ("array_default_1", None, "slurm-{array}_1.out"),
+    ("x_odd", "%x.out", "a b|c.out"),
+    ("x_newline", "nl-%x.out", "nl-two\nlines.out"),
+])
+def test_report_reaches_array_and_named_jobs_files(tmp_path, out_dir, recorded, pattern, file):
+    env, cfg, out = report_job(tmp_path, out_dir, pattern)
+    info = plant_jobinfo(tmp_path / "spool", recorded)
+    target = user_file(out / file.format(array=jobinfo_parse(info).array_job_id))
+    what = epilog.run(env, cfg, now=NOW)
+    assert "report: ok" in what
+    text = target.read_text()
+    assert text.startswith("job output\n") and "piqc-slurm GPU report: job 74" in text
+    assert os.stat(target).st_uid == NOBODY
+    assert not info.exists()  # removed once used
+
+
+def jobinfo_parse(path: Path):
+    from piqc_slurm.hooks.jobinfo import parse
+
+    return parse(path.read_bytes())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the report writer drops root to the job's uid")
+def test_without_job_info_a_plain_pattern_still_gets_its_report(tmp_path, out_dir):
+    env, cfg, out = report_job(tmp_path, out_dir, "r-%j-%u.out")
+    target = user_file(out / "r-74-nobody.out")
+    assert "report: ok" in epilog.run(env, cfg, now=NOW)
+    assert "piqc-slurm GPU report: job 74" in target.read_text()
+
+
+@pytest.mark.parametrize("pattern, why", [
+    ("%x.out", "report: output pattern uses %x and the job name is unknown: no jobinfo file"),
+    ("x-%A_%a.out", "report: output pattern uses %A and the array ids are unknown: no jobinfo file"),
+])
+def test_without_job_info_the_hook_log_says_why_in_one_line(tmp_path, out_dir, capsys, pattern, why):
+    env, _cfg, _out = report_job(tmp_path, out_dir, pattern)
+    assert run_hook("epilog", env) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "epilog job=74" in ln]
+    assert len(lines) == 1 and why in lines[0] and "Traceback" not in lines[0], lines
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the report writer drops root to the job's uid")
+def test_a_default_named_array_task_without_job_info_says_why(tmp_path, out_dir):
+    """Slurm wrote slurm-<array>_<task>.out; with no job info the Epilog can only guess slurm-74.out."""
+    env, cfg, out = report_job(tmp_path, out_dir, None)
+    user_file(out / "slurm-70_4.out")
+    what = epilog.run(env, cfg, now=NOW)
+    assert f"report: no such file: '{out}/slurm-74.out' (the file was named without job info: no jobinfo file" \
+        in what
+
+
+def test_a_planted_job_info_is_refused_and_said(tmp_path, out_dir):
+    env, cfg, _out = report_job(tmp_path, out_dir, "%x.out")
+    info = plant_jobinfo(tmp_path / "spool", "x_odd", uid=1234)  # not the job's user
+    what = epilog.run(env, cfg, now=NOW)
+    assert f"report: output pattern uses %x and the job name is unknown: jobinfo {info} refused: it names uid " \
+           f"1234, the job runs as {NOBODY}" in what

@@ -18,6 +18,7 @@ RANKS = {
     "piqc_slurm.errors": 0, "piqc_slurm.fsutil": 0, "piqc_slurm.timespec": 0, "piqc_slurm.data": 0,
     "piqc_slurm": 0,  # __init__ (version)
     "piqc_slurm.usage": 1, "piqc_slurm.slurm": 1, "piqc_slurm.config": 1, "piqc_slurm.logsetup": 1,
+    "piqc_slurm.usage.efficiency": 1,
     "piqc_slurm.summary": 2, "piqc_slurm.sampler": 2,
     "piqc_slurm.store": 3, "piqc_slurm.mail": 3,
     "piqc_slurm.notify": 5,
@@ -26,6 +27,7 @@ RANKS = {
     "piqc_slurm.costs": 5, "piqc_slurm.analysis": 5, "piqc_slurm.gaps": 5, "piqc_slurm.digest": 5,
     "piqc_slurm.nightly": 6,
     "piqc_slurm.doctor": 6, "piqc_slurm.hooks": 6, "piqc_slurm.query.command": 6, "piqc_slurm.commands": 6,
+    "piqc_slurm.hooks.jobinfo": 6,  # read by the Epilog only; imports fsutil
     "piqc_slurm.cli": 7, "piqc_slurm.__main__": 7,
 }
 
