@@ -11,8 +11,10 @@ VENV=${PIQC_VENV:-$REPO/.venv}
 PYTHON=${PYTHON:-/usr/bin/python3}
 PKGS="slurmctld slurmd slurmdbd slurm-client munge mariadb-server libslurm-dev postgresql
       gcc make libc6-dev python3 python3-venv python3-dev util-linux bsdutils procps
-      docker-compose chromium fonts-dejavu-core"   # docker-compose only validates docker-slurm/compose.yaml (no engine needed);
+      docker-compose chromium fonts-dejavu-core libslurmdb-perl libslurm-perl"   # docker-compose only validates docker-slurm/compose.yaml (no engine needed);
                                  # chromium (headless) loads the digest in tests/integration/test_digest_browser.py
+                                 # libslurm*-perl: Slurm's own seff script, when PIQC_SEFF_SCRIPT names it
+                                 # (tests/integration/test_seff_live.py; Debian ships no seff)
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: must run as root (installs Debian packages)" >&2; exit 1; }
 missing=()

@@ -99,6 +99,11 @@ FIELDS: tuple[Field, ...] = (
     Field("AdviceTier", 10, STR, "Recommended GPU type; empty when there is no advice.", sacct=False),
     Field("EstElapsed", 10, STR, "Estimated elapsed time on the advice (an estimate; docs/findings.md).",
           sacct=False),
+    Field("TimeEff", 7, STR, "Elapsed as % of the time limit, one decimal (as reportseff).", sacct=False),
+    Field("CPUEff", 7, STR, "TotalCPU / (AllocCPUS x Elapsed), %, one decimal (as reportseff: whole "
+          "CPU seconds); empty while running.", sacct=False),
+    Field("MemEff", 7, STR, "Largest step MaxRSS x NTasks as % of ReqMem, one decimal (as reportseff); "
+          "empty while running.", sacct=False),
 )
 # --- sacct's other fields: printed as sacct printed them at ingest (jobs.extra, jobs.steps) ---
 _V = Field  # noqa: N816
@@ -197,11 +202,14 @@ BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 SHARED_FIELDS: tuple[str, ...] = ("JobID", "JobIDRaw", "JobName", "User", "Account", "Partition", "State",
                                   "ExitCode", "Submit", "Start", "End", "Elapsed", "NodeList")
 ADDED_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if not f.sacct)
+# reportseff's columns: from the stored sacct texts alone (usage/efficiency.py), no sampler data
+EFF_FIELDS: tuple[str, ...] = ("TimeEff", "CPUEff", "MemEff")
+GPU_FIELDS: tuple[str, ...] = tuple(n for n in ADDED_FIELDS if n not in EFF_FIELDS)
 # sacct's DEFAULT_FIELDS (src/sacct/sacct.h), BRIEF_FIELDS for -b.
 DEFAULT_FORMAT = "jobid,jobname,partition,account,alloccpus,state,exitcode"
 BRIEF_FORMAT = "jobid,state,exitcode"
 # --json without -o: the DESIGN query fields, in this order.
-JSON_DEFAULT: tuple[str, ...] = SHARED_FIELDS + ADDED_FIELDS
+JSON_DEFAULT: tuple[str, ...] = SHARED_FIELDS + GPU_FIELDS
 
 # Prefix matching walks sacct's order, then the added fields.
 _MATCH_ORDER: tuple[str, ...] = SACCT_FIELD_ORDER + ADDED_FIELDS
@@ -284,7 +292,8 @@ def helpformat() -> str:
     for f in FIELDS:
         if f.sacct:
             lines.append(f"  {f.name:<16} {f.doc}")
-    lines.append("Added by piqc-slurm (from the GPU sampler summaries and the price list):")
+    lines.append("Added by piqc-slurm (from the GPU sampler summaries and the price list; "
+                 "TimeEff, CPUEff, MemEff from sacct's own fields, as reportseff computes them):")
     for f in FIELDS:
         if not f.sacct:
             lines.append(f"  {f.name:<16} {f.doc}")

@@ -30,6 +30,7 @@ from piqc_slurm.query.select import COLUMNS, Selection, build_query, default_win
 from piqc_slurm.query.states import parse_states
 from piqc_slurm.query.store import Reader
 from piqc_slurm.query.timefmt import NO_VAL, TimeFormatter
+from piqc_slurm.usage import efficiency as E
 from piqc_slurm.usage.prices import PriceBook
 
 _IX = {c: i for i, c in enumerate(COLUMNS)}
@@ -247,6 +248,26 @@ def _step_value(name: str, r: tuple, extra: dict, step: dict, now: int) -> objec
     return _job_value(name, r, extra, now)
 
 
+def _eff_values(r: tuple, extra: dict, steps: list[dict], now: int) -> dict[str, float | None]:
+    """TimeEff, CPUEff, MemEff of a job (usage/efficiency.py: reportseff's rules) from its stored
+    sacct texts: the job line's Timelimit, TotalCPU, ReqMem, NNodes; each step's MaxRSS, NTasks."""
+    state = (r[_IX["state"]] or "").split(" ", 1)[0]
+    elapsed = _elapsed(r, now)
+
+    def step_field(st: dict, name: str) -> str:
+        v = st.get("v") or {}
+        return v[name] if name in v else extra.get(name, "")
+
+    nodes = extra.get("NNodes", "")
+    return {
+        "TimeEff": E.time_eff(elapsed, extra.get("Timelimit", ""), state),
+        "CPUEff": E.cpu_eff(elapsed, extra.get("TotalCPU", ""), r[_IX["alloc_cpus"]], state),
+        "MemEff": E.mem_eff([(step_field(st, "MaxRSS"), step_field(st, "NTasks")) for st in steps],
+                            extra.get("ReqMem", ""), int(nodes) if nodes.isdigit() else r[_IX["alloc_nodes"]],
+                            r[_IX["alloc_cpus"]], state),
+    }
+
+
 def _wanted_steps(r: tuple, sel_jobs: list | None) -> tuple[bool, set[str] | None]:
     """(print the job line?, which step ids; None = all) for a row, after -j's step ids."""
     if not sel_jobs or all(s.step is None for s in sel_jobs):
@@ -286,10 +307,11 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
     renderer = Renderer(columns, mode, opts.delimiter, times)
     names = [c.field.name for c in columns]
     shaped = opts.json and not opts.json_fields          # sacct's own --json shape
-    want_gpu = shaped or any(n in F.ADDED_FIELDS for n in names)
-    with_steps = not opts.allocations and not opts.json_fields
-    with_extra = shaped or any(F.BY_NAME[n].verbatim or n in ("CPUTime", "CPUTimeRAW") for n in names)
-    more = tuple(c for c, on in (("extra", with_extra or with_steps), ("steps", with_steps)) if on)
+    want_gpu = shaped or any(n in F.GPU_FIELDS for n in names)
+    want_eff = shaped or any(n in F.EFF_FIELDS for n in names)
+    with_steps = not opts.allocations and not opts.json_fields   # step lines printed (or in JSON)
+    with_extra = shaped or want_eff or any(F.BY_NAME[n].verbatim or n in ("CPUTime", "CPUTimeRAW") for n in names)
+    more = tuple(c for c, on in (("extra", with_extra or with_steps), ("steps", with_steps or want_eff)) if on)
     x_extra = len(COLUMNS) if "extra" in more else None
     x_steps = len(COLUMNS) + more.index("steps") if "steps" in more else None
     sql, params = build_query(sel, more)
@@ -313,35 +335,33 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
             docs: list[dict] = []
             for r in rows:
                 g = gpu.get(r[_IX["id"]])
+                extra = (_loads(r[x_extra]) or {}) if x_extra is not None else {}
+                all_steps = (_loads(r[x_steps]) or []) if x_steps is not None else []
+                eff = _eff_values(r, extra, all_steps, now) if want_eff else {}
+                job_line, step_ids = _wanted_steps(r, sel.jobs) if with_steps else (True, None)
+                steps = [st for st in all_steps if step_ids is None or st["step"] in step_ids] if with_steps else []
                 if shaped:
-                    extra = (_loads(r[x_extra]) or {}) if x_extra is not None else {}
-                    _, step_ids = _wanted_steps(r, sel.jobs)
-                    steps = [st for st in (_loads(r[x_steps]) or () if x_steps is not None else ())
-                             if step_ids is None or st["step"] in step_ids]
                     docs.append(sacctjson.job_doc(
                         lambda n, r=r, extra=extra: _job_value(n, r, extra, now),
                         [lambda n, r=r, extra=extra, st=st: _step_value(n, r, extra, st, now) for st in steps],
-                        ids=ids, user_of=_user_of, piqc=g.typed() if g is not None else None))
+                        ids=ids, user_of=_user_of, piqc={**(g.typed() if g is not None else {}), **eff}))
                 elif opts.json:
                     doc: dict[str, Any] = {}
-                    typed = g.typed() if g is not None else {}
+                    typed = {**(g.typed() if g is not None else {}), **eff}
                     for n in names:
                         doc[n] = typed[n] if n in F.ADDED_FIELDS else _json_sacct(n, r, now, times)
                     sep = b"\n  " if count == 0 else b",\n  "
                     chunk.append(sep + json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogateescape"))
                 else:
-                    extra = (_loads(r[x_extra]) or {}) if x_extra is not None else {}
                     if opts.allocations and extra:
                         extra = {**extra, **_NO_STEP_CPU}
-                    job_line, step_ids = _wanted_steps(r, sel.jobs) if with_steps else (True, None)
                     if job_line:
-                        text = g.text() if g is not None else {}
+                        text = {**(g.text() if g is not None else {}),
+                                **{k: "" if v is None else f"{v:.1f}" for k, v in eff.items()}}
                         chunk.append(renderer.line([text[n] if n in F.ADDED_FIELDS else _job_value(n, r, extra, now)
                                                     for n in names]))
-                    if x_steps is not None:
-                        for st in _loads(r[x_steps]) or ():
-                            if step_ids is None or st["step"] in step_ids:
-                                chunk.append(renderer.line([_step_value(n, r, extra, st, now) for n in names]))
+                    for st in steps:
+                        chunk.append(renderer.line([_step_value(n, r, extra, st, now) for n in names]))
                 count += 1
             for i, doc in enumerate(sacctjson.in_sacct_order(docs)):
                 sep = b",\n  " if count - len(docs) + i else b"\n  "

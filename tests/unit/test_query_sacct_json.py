@@ -117,3 +117,24 @@ def test_flat_shape_behind_json_fields(url, monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     doc = ours(url, ["--json-fields", "-j", "8", "-o", "JobID,State,AllocGPUs"], 1796213919)
     assert doc == {"jobs": [{"JobID": "8", "State": "COMPLETED", "AllocGPUs": 0}]}
+
+
+# --- reportseff's columns (usage/efficiency.py), hand-computed from the recorded sacct lines ---
+@pytest.mark.parametrize(("job", "line"), [
+    # 7 s of 00:10:00 = 1.2 %; TotalCPU 00:02.825 -> 2 s (reportseff drops ms) / 2 CPUs / 7 s = 14.3 %;
+    # steps' MaxRSS x NTasks: 3340K, 1684K, 3128K x 2 = 6256K, 3156K -> 6256K / 400M = 1.5 %
+    ("8", "8|1.2|14.3|1.5"),
+    # 4 s of 10 min = 0.7 %; 00:02.335 -> 2 s / 1 / 4 s = 50.0 %; largest 3544K / 100M = 3.5 %
+    ("9", "9|0.7|50.0|3.5"),
+    # UNLIMITED: no TimeEff; 00:00.102 -> 0 s: reportseff's "---"; 3264K / 100M = 3.2 %
+    ("12", "12|||3.2"),
+])
+def test_time_cpu_and_mem_eff_as_reportseff_computes_them(url, monkeypatch, job, line):
+    monkeypatch.setenv("TZ", "UTC")
+    buf = io.BytesIO()
+    run(parse_args(["-X", "-P", "-n", "-j", job, "-o", "JobID,TimeEff,CPUEff,MemEff"]), url=url,
+        settings=Settings(), caller=Caller(0, "root"), out=buf, now=1796213919)
+    assert buf.getvalue().decode() == line + "\n"
+    doc = ours(url, ["--json", "-j", job], 1796213919)["jobs"][0]["piqc"]
+    want = [None if v == "" else float(v) for v in line.split("|")[1:]]
+    assert [doc["TimeEff"], doc["CPUEff"], doc["MemEff"]] == want
