@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
-"""Analyze at scale: `piqc-slurm analyze -S T -E T` over 30 days of a store of
-1,000,000 jobs, on SQLite and PostgreSQL.
+"""The analysis store of the store suite (bench_store.py): 1,000,000 jobs with
+their node summaries and GPU rows, for `analyze`, `digest`, `costs`, `gaps`, `sacct`.
 
-    .venv/bin/python bench/bench_analyze.py [--jobs 1000000] [--runs 1] [--pg-url URL|auto]
-        [--backends sqlite,postgresql] [--profile FILE]
+    .venv/bin/python bench/run.py --only store [--jobs 1000000]
 
 The store is written directly (executemany on SQLAlchemy's connection for
 SQLite, COPY on PostgreSQL) into jobs, node_summaries, gpu_usage and node_gpus, after
@@ -33,30 +32,15 @@ ingest and the Epilog's summaries store:
   prints none and the summaries' restart counts are not copied to the jobs);
 - the node inventory (node_gpus) of the nodes named in the nodelists.
 
-Then `piqc-slurm digest` of the first 3 days (~100,000 jobs), timed the same way.
-
-Figures: wall time of `piqc-slurm --db URL analyze -S T0 -E T0+30d -q` as a
-subprocess (interpreter start included; median of --runs) with its CPU seconds (user +
-system: the wall time is only as good as the machine is idle), then once
-more (re-analysis: the window's findings replaced), the findings written (by
-code, from the findings table) and the peak RSS of the analyses
-(/usr/bin/time where present, else getrusage of the children).
-PostgreSQL: --pg-url URL (an empty database), or --pg-url auto / --backends
-postgresql: a new database on docker-slurm/postgres.sh's server (root),
-dropped at the end. --keep DIR keeps the SQLite store; --profile FILE runs
-the first analysis under cProfile (its time is then the profiled one).
+`generate` and `build` are also what tests/unit/test_analyze_parallel.py
+makes its store with; `timed` measures a subprocess (wall, CPU, peak RSS).
 """
 
 from __future__ import annotations
 
-import argparse
-import calendar
-import contextlib
-import gc
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -305,85 +289,8 @@ def findings_by_code(url: str) -> dict[str, int]:
         engine.dispose()
 
 
-def bench(name: str, url: str, args, env: dict[str, str], t0: int) -> list[str]:
-    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0))
-    until = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + 30 * DAY))
-    argv = [str(REPO / ".venv/bin/piqc-slurm"), "--db", url, "analyze", "-S", since, "-E", until, "-q"]
-    runs = []
-    for k in range(args.runs):
-        prof = ["-m", "cProfile", "-o", args.profile] if args.profile and k == 0 else []
-        runs.append(timed([PY, *prof, "-m", "piqc_slurm", *argv[1:]] if prof else argv, env))
-    again = timed(argv, env)  # the window analysed again: its findings replaced
-    # the digest of the window's first 3 days (~100,000 jobs of a million), compared with the 3 before
-    with tempfile.TemporaryDirectory(prefix="piqc-bench-digest-") as d:
-        digest = timed([str(REPO / ".venv/bin/piqc-slurm"), "--db", url, "digest", "-S", since, "-E",
-                        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + 3 * DAY)), "-o",
-                        str(Path(d) / "digest.html"), "-q"], env)
-    codes = findings_by_code(url)
-    peak = max((r[2] for r in (*runs, again) if r[2]), default=None)
-    wall = statistics.median(r[0] for r in runs)
-    cpu = statistics.median(r[1] for r in runs)
-    lines = [f"{name:>10} | {args.jobs:>9,} | {wall:>6.1f} s ({cpu:>5.1f}) | {again[0]:>6.1f} s ({again[1]:>5.1f}) | "
-             f"{sum(codes.values()):>9,} | {f'{peak / 1024:,.0f} MiB' if peak else '?':>9}"]
-    lines += [f"{'':>10}   {code:<19} {cnt:>9,}" for code, cnt in codes.items()]
-    lines.append(f"{'':>10}   digest of 3 days: {digest[0]:.1f} s ({digest[1]:.1f} s CPU)"
-                 + (f", {digest[2] / 1024:,.0f} MiB" if digest[2] else ""))
-    return lines
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--jobs", type=int, default=1_000_000)
-    ap.add_argument("--keys", type=int, default=4000, help="recurring (name, user, account) keys")
-    ap.add_argument("--runs", type=int, default=1, help="timed analyses (median), before the re-analysis")
-    ap.add_argument("--backends", help="sqlite and/or postgresql, comma-separated (default: sqlite, or "
-                                       "postgresql with --pg-url)")
-    ap.add_argument("--pg-url", help="an empty PostgreSQL database to fill (SQLAlchemy URL), or `auto`: a new "
-                                     "database on docker-slurm/postgres.sh's server, dropped afterwards")
-    ap.add_argument("--t0", default="2026-11-01", help="start of the 30 days (UTC date)")
-    ap.add_argument("--keep", metavar="DIR", help="write the SQLite store here and keep it")
-    ap.add_argument("--profile", metavar="FILE", help="run analyze under cProfile, stats to FILE")
-    args = ap.parse_args()
-    backends = (args.backends or ("postgresql" if args.pg_url else "sqlite")).split(",")
-    t0 = calendar.timegm(time.strptime(args.t0, "%Y-%m-%d"))
-    env = dict(os.environ, TZ="UTC")
-
-    started = time.perf_counter()
-    tables = generate(args.jobs, t0, args.keys)
-    counts = {t: len(rows) for t, (_c, rows) in tables.items()}
-    print(f"generated {counts['jobs']:,} jobs, {counts['node_summaries']:,} node summaries, "
-          f"{counts['gpu_usage']:,} GPU rows in {time.perf_counter() - started:.1f}s", flush=True)
-    table = [f"{'backend':>10} | {'jobs':>9} | {'analyze (CPU s)':>16} | {'again (CPU s)':>16} | {'findings':>9} | "
-             f"{'peak RSS':>9}", "-" * 86]
-    with tempfile.TemporaryDirectory(prefix="piqc-bench-analyze-") as d, contextlib.ExitStack() as drop:
-        urls = {}
-        for backend in backends:  # every store first, then the rows go (the analyses get the memory)
-            if backend == "sqlite":
-                folder = Path(args.keep) if args.keep else Path(d)
-                folder.mkdir(parents=True, exist_ok=True)
-                db = folder / "bench.db"
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{db}{suffix}").unlink(missing_ok=True)
-                url = f"sqlite:///{db}"
-            elif args.pg_url and args.pg_url != "auto":
-                url = args.pg_url
-            else:
-                sys.path.insert(0, str(REPO / "tests"))
-                from pg import create_database, drop_database
-
-                url = create_database("piqc_bench")
-                drop.callback(drop_database, url)
-            t = time.perf_counter()
-            build(url, tables)
-            urls[backend] = url
-            print(f"{backend:>10}: store written in {time.perf_counter() - t:.1f}s", flush=True)
-        del tables
-        gc.collect()
-        for backend, url in urls.items():
-            table += bench(backend, url, args, env, t0)
-    print("\n".join(table))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(REPO / "bench"))
+    from run import main
+
+    sys.exit(main(["--only", "store", *sys.argv[1:]]))

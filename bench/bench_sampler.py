@@ -1,29 +1,30 @@
 #!/usr/bin/env python3
-"""What the per-job sampler costs a node: CPU, memory, checkpoint writes.
+"""Sampler cost: what the per-job sampler costs a node in CPU and memory.
 
-Runs the real sampler process (`python -m piqc_slurm.sampler RUN_DIR`) for
---seconds over --gpus fake GPUs (docker-slurm/fakenvml, read through the real
-pynvml), all loaded by docker-slurm/fakegpu-work, at the production
-defaults (interval 1 s, processes every 10 s, checkpoint every 30 s) unless
-told otherwise. Reports:
+    .venv/bin/python bench/run.py --only sampler [--quick]
 
-- cpu: the sampler's utime+stime from /proc/<pid>/stat over the steady
-  state (from its first checkpoint to the end), as % of one core; plus the
-  CPU its start-up took (interpreter, imports, nvmlInit);
-- peak RSS: VmHWM from /proc/<pid>/status;
-- checkpoint write time: in this process, building and atomically writing
-  (temp + fsync + rename + directory fsync) a checkpoint of --gpus GPUs
-  with full aggregates, median and p95 over --writes writes, and its size;
-- first checkpoint and stop latency (SIGTERM to exit) of the real process.
+Runs the real sampler process (`python -m piqc_slurm.sampler RUN_DIR`) over 8
+fake GPUs (docker-slurm/fakenvml, read through the real pynvml), all loaded by
+docker-slurm/fakegpu-work, at interval 1 s and 0.1 s, with GPM on (H100s, the
+load giving SM/tensor/DRAM activity) and off (A100s: no GPM), the other
+settings the production defaults (processes every 10 s, checkpoint every
+30 s), for 60 s of steady state (quick: 10 s). The four run side by side
+(each its own fake driver state; a sampler uses a fraction of a percent of
+a core, so they do not crowd each other out). Reports per run:
 
-One summary line on stdout (add --json for a JSON object instead).
-Needs make and a C compiler (to build the fake driver). Run as:
-    .venv/bin/python bench/bench_sampler.py --seconds 30
+- cpu: the sampler's on-CPU time over the steady state (from 12 s after its
+  first checkpoint, past its first process check, to the end; the sum of /proc/<pid>/task/*/schedstat, ns
+  resolution: utime+stime's 10 ms ticks are too coarse for 0.1 %) as % of one
+  core; targets at 1 s: < 0.2 %;
+- peak RSS (VmHWM) in MB (10^6 bytes); target at 1 s: < 40 MB;
+- start-up CPU (interpreter, imports, nvmlInit), first checkpoint, stop latency;
+- once: building and atomically writing (temp + fsync + rename + directory
+  fsync) a checkpoint of 8 GPUs with full aggregates, median over 200 writes.
+Needs make and a C compiler (to build the fake driver).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -33,9 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from common import REPO, Ctx, Skip  # noqa: E402
+
 sys.path.insert(0, str(REPO))
 
 from piqc_slurm.sampler.aggregate import GpuAggregate, Sample  # noqa: E402
@@ -43,12 +48,18 @@ from piqc_slurm.sampler.checkpoint import build_checkpoint, write_checkpoint  # 
 from piqc_slurm.sampler.context import Context  # noqa: E402
 from piqc_slurm.sampler.source import DeviceInfo  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+WARMUP = 12.0  # seconds after the first checkpoint before the steady state is measured (> process_interval)
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """On-CPU seconds of all the process's threads (schedstat: nanoseconds)."""
+    ns = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            ns += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return ns / 1e9
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -93,21 +104,12 @@ def checkpoint_write_times(gpus: int, writes: int, workdir: Path) -> tuple[float
     return statistics.median(times), times[int(0.95 * (len(times) - 1))], path.stat().st_size
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=60.0, help="steady-state run time (default 60)")
-    ap.add_argument("--gpus", type=int, default=8, help="fake GPUs, all loaded (default 8)")
-    ap.add_argument("--interval", type=float, default=1.0)
-    ap.add_argument("--process-interval", type=float, default=10.0)
-    ap.add_argument("--checkpoint-interval", type=float, default=30.0)
-    ap.add_argument("--writes", type=int, default=200, help="checkpoint writes to time (default 200)")
-    ap.add_argument("--json", action="store_true", help="print a JSON object instead of one line")
-    args = ap.parse_args()
-    if not shutil.which("make"):
-        raise SystemExit("bench_sampler: make and a C compiler are needed for the fake NVML driver")
-
+def measure(seconds: float, interval: float, gpm: bool, gpus: int = 8, process_interval: float = 10.0,
+            checkpoint_interval: float = 30.0) -> dict:
+    """One sampler run over `gpus` loaded fake GPUs: its CPU, memory and latencies."""
     top = Path(tempfile.mkdtemp(prefix="bench-sampler-"))
     work = sampler = None
+    name = "NVIDIA H100 80GB HBM3" if gpm else "NVIDIA A100-SXM4-80GB"  # fakenvml: GPM on H100/H200 names
     try:
         lib = top / "lib"
         subprocess.run(["make", "-s", "-C", str(REPO / "docker-slurm" / "fakenvml"), f"OUT={lib}"],
@@ -117,36 +119,39 @@ def main() -> int:
         state.chmod(0o1777)
         conf = top / "fakenvml.conf"
         conf.write_text(f"state_dir {state}\n" + "".join(
-            f"gpu {m} GPU-bench-{m:04d} 81559 700 NVIDIA H100 80GB HBM3\n" for m in range(args.gpus)))
+            f"gpu {m} GPU-bench-{m:04d} 81559 700 {name}\n" for m in range(gpus)))
         run_dir = top / "run"
         run_dir.mkdir(mode=0o700)
-        job_id = 990_000 + os.getpid() % 9_999
+        job_id = 990_000 + (os.getpid() * 7 + int(interval * 10) + gpm) % 9_999
         ctx = Context(cluster="bench", job_id=job_id, restart_count=0, node="bench", uid=os.getuid(),
-                      user="bench", gpus=tuple(range(args.gpus)), interval=args.interval,
-                      process_interval=args.process_interval, checkpoint_interval=args.checkpoint_interval,
+                      user="bench", gpus=tuple(range(gpus)), interval=interval,
+                      process_interval=process_interval, checkpoint_interval=checkpoint_interval,
                       timeline_bin=60, active_util=5.0, orphan_check=60.0, started=time.time())
         (run_dir / "context.json").write_text(ctx.to_json())
         env = {k: v for k, v in os.environ.items() if k not in ("FAKENVML_FAULT", "SLURM_JOB_GPUS",
                                                                   "CUDA_VISIBLE_DEVICES")}
         env.update(LD_LIBRARY_PATH=str(lib), FAKENVML_CONFIG=str(conf), PYTHONPATH=str(REPO),
                    PIQC_SAMPLER_LOG="stderr", SLURM_JOB_ID=str(job_id))
-        minors = ",".join(map(str, range(args.gpus)))
-        load = [{"gpus": list(range(args.gpus)), "util": 85, "util_jitter": 10, "mem_gib": 60,
-                 "mem_util": 50, "process": True}]
+        minors = ",".join(map(str, range(gpus)))
+        load = {"gpus": list(range(gpus)), "util": 85, "util_jitter": 10, "mem_gib": 60, "mem_util": 50,
+                "process": True}
+        if gpm:
+            load.update(sm_active=0.6, tensor_active=0.3, dram_active=0.4)
         work_argv = [str(REPO / "docker-slurm" / "fakegpu-work")]
         if not Path("/usr/bin/python3").exists():
             work_argv.insert(0, sys.executable)
-        work = subprocess.Popen([*work_argv, "--minors", minors, "--seconds", str(args.seconds + 60),
-                                 "--load", json.dumps(load)], env=env, stderr=subprocess.DEVNULL)
-        for m in range(args.gpus):
+        work = subprocess.Popen([*work_argv, "--minors", minors, "--seconds", str(seconds + WARMUP + 60),
+                                 "--load", json.dumps([load])], env=env, stderr=subprocess.DEVNULL)
+        for m in range(gpus):
             wait_for(state / f"gpu{m}.state", 10)
 
         sampler = subprocess.Popen([sys.executable, "-m", "piqc_slurm.sampler", str(run_dir)], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         first = wait_for(run_dir / "checkpoint.json", 30)
         startup_cpu = cpu_seconds(sampler.pid)
-        t_a, c_a = time.monotonic(), startup_cpu
-        time.sleep(args.seconds)
+        time.sleep(WARMUP)  # the first process check and what it imports belong to the start, not the run
+        t_a, c_a = time.monotonic(), cpu_seconds(sampler.pid)
+        time.sleep(seconds)
         t_b, c_b = time.monotonic(), cpu_seconds(sampler.pid)
         hwm, rss = status_kib(sampler.pid, "VmHWM"), status_kib(sampler.pid, "VmRSS")
         t_stop = time.monotonic()
@@ -155,34 +160,48 @@ def main() -> int:
         stop = time.monotonic() - t_stop
         doc = json.loads((run_dir / "checkpoint.json").read_text())
         samples = min(g["agg"]["samples"] for g in doc["gpus"])
-        util = statistics.mean(g["agg"].get("util_mean", 0) for g in doc["gpus"])
-        med, p95, size = checkpoint_write_times(args.gpus, args.writes, top)
+        sm = [g["agg"].get("sm_active_mean") for g in doc["gpus"]]
     finally:
         for proc in (sampler, work):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=10)
         shutil.rmtree(top, ignore_errors=True)
+    if rc != 0:
+        raise RuntimeError(f"sampler exited {rc} (interval {interval}, gpm {gpm})")
+    if gpm and not any(v is not None for v in sm):
+        raise RuntimeError("GPM on, but the summary has no SM activity: the run did not measure GPM")
+    return {"seconds": t_b - t_a, "cpu_pct": 100 * (c_b - c_a) / (t_b - t_a), "startup_cpu_s": startup_cpu,
+            "peak_rss_mb": hwm * 1024 / 1e6, "rss_mb": rss * 1024 / 1e6, "first_checkpoint_s": first,
+            "stop_s": stop, "samples_per_gpu": samples, "gpm_measured": any(v is not None for v in sm)}
 
-    result = {
-        "gpus": args.gpus, "interval_s": args.interval, "seconds": round(t_b - t_a, 1),
-        "cpu_pct_one_core": round(100 * (c_b - c_a) / (t_b - t_a), 2),
-        "startup_cpu_s": round(startup_cpu, 2), "peak_rss_mib": round(hwm / 1024, 1),
-        "rss_mib": round(rss / 1024, 1), "first_checkpoint_s": round(first, 2),
-        "stop_s": round(stop, 3), "exit": rc, "samples_per_gpu": samples, "util_mean": round(util, 1),
-        "checkpoint_write_ms_median": round(med, 2), "checkpoint_write_ms_p95": round(p95, 2),
-        "checkpoint_bytes": size,
-    }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print("bench_sampler: {gpus} GPUs @ {interval_s:g}s for {seconds}s: cpu {cpu_pct_one_core}% of one core "
-              "(start-up {startup_cpu_s}s cpu), peak RSS {peak_rss_mib} MiB, first checkpoint "
-              "{first_checkpoint_s}s, stop {stop_s}s (exit {exit}), {samples_per_gpu} samples/GPU "
-              "(util {util_mean}%), checkpoint write {checkpoint_write_ms_median} ms median / "
-              "{checkpoint_write_ms_p95} ms p95 ({checkpoint_bytes} bytes)".format(**result))
-    return 0 if rc == 0 else 1
+
+def suite(ctx: Ctx) -> None:
+    if not shutil.which("make"):
+        raise Skip("needs make and a C compiler (the fake NVML driver)")
+    seconds = 10.0 if ctx.quick else 60.0
+    runs = [(1.0, True), (1.0, False), (0.1, True), (0.1, False)]
+    with ThreadPoolExecutor(len(runs)) as pool:
+        res = list(pool.map(lambda r: measure(seconds, *r), runs))
+    for (interval, gpm), r in zip(runs, res, strict=True):
+        tag = f"{interval:g}s.gpm_{'on' if gpm else 'off'}"
+        what = f"8 GPUs at {interval:g} s, GPM {'on' if gpm else 'off'}"
+        one_s = interval == 1.0
+        ctx.add(f"cpu.{tag}", f"Sampler CPU, % of one core, {what}", r["cpu_pct"], "%",
+                target=0.2 if one_s else None, op="<", gate=False, seconds=r["seconds"],
+                startup_cpu_s=r["startup_cpu_s"], samples_per_gpu=r["samples_per_gpu"],
+                first_checkpoint_s=r["first_checkpoint_s"], stop_s=r["stop_s"])
+        ctx.add(f"rss.{tag}", f"Sampler peak RSS, {what}", r["peak_rss_mb"], "MB",
+                target=40.0 if one_s else None, op="<", rss_mb=r["rss_mb"])
+    ctx.add("startup_cpu", "Sampler start-up CPU (interpreter, imports, nvmlInit), 1 s GPM on",
+            res[0]["startup_cpu_s"], "s", gate=False)
+    with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as d:
+        med, p95, size = checkpoint_write_times(8, 50 if ctx.quick else 200, Path(d))
+    ctx.add("checkpoint_write", "Checkpoint of 8 GPUs built and written atomically (fsync): median", med, "ms",
+            gate=True, p95=p95, bytes=size)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from run import main
+
+    sys.exit(main(["--only", "sampler", *sys.argv[1:]]))

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Simulate at scale: the cluster week (examples/cluster-week/generate.py, seed
+"""Simulate: the cluster week (examples/cluster-week/generate.py, seed
 7: 2,231 jobs on 100 GPUs) loaded by `piqc-slurm simulate` into a fresh store,
 then `piqc-slurm costs --by account` and `piqc-slurm sacct -a -M week` on it.
 
+    .venv/bin/python bench/run.py --only simulate [--quick]     (as one suite of the runner)
     .venv/bin/python bench/bench_simulate.py [--runs 3] [--seed 7] [--weeks 1] [--pg-url URL]
 
 --weeks K makes K copies of the week, copy k shifted k weeks later, its job
@@ -117,14 +118,31 @@ def fmt(seconds: list[float]) -> str:
     return " ".join(f"{x:>8.2f}" for x in (statistics.median(seconds), min(seconds), max(seconds)))
 
 
-def main() -> int:
+def suite(ctx) -> None:
+    """The runner's suite: --runs 3 simulates of one week, queries median of 5, SQLite and PostgreSQL
+    (quick: 1 simulate, SQLite only, no second simulate, median of 3)."""
+    from common import postgres_available
+
+    argv = ["--runs", "1" if ctx.quick else "3", "--query-runs", "3" if ctx.quick else "5"]
+    if ctx.quick:  # the store suite covers PostgreSQL; quick keeps under its 2 minutes
+        argv.append("--no-again")
+    elif ctx.pg and not postgres_available():
+        sys.path.insert(0, str(REPO / "tests"))
+        from pg import postgres_url
+
+        argv += ["--pg-url", postgres_url()]
+    main(argv, ctx)
+
+
+def main(argv: list[str] | None = None, ctx=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="simulate runs, each into a fresh store (default 3)")
     ap.add_argument("--query-runs", type=int, default=5, help="runs of each query (default 5)")
     ap.add_argument("--seed", type=int, default=7, help="generator seed (default 7: README's totals)")
     ap.add_argument("--weeks", type=int, default=1, help="copies of the week, one after the other (default 1)")
     ap.add_argument("--pg-url", metavar="URL", help="also PostgreSQL: a database whose role may CREATE DATABASE")
-    args = ap.parse_args()
+    ap.add_argument("--no-again", action="store_true", help="skip the second simulate into the same store")
+    args = ap.parse_args(argv)
     if args.runs < 1 or args.query_runs < 1 or args.weeks < 1:
         ap.error("--runs, --query-runs and --weeks must be at least 1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIQC_")}
@@ -176,8 +194,12 @@ def main() -> int:
                     counts = (int(m.group(1)), int(m.group(2))) if m else (jobs, -1)
                 step = f"simulate: {counts[0]:,} jobs, {counts[1]:,} summaries, fresh store"
                 print(f"{backend:<10} {step:<52} {args.runs:>4} {fmt(times)}")
-                dt, _ = timed(cli(url, "simulate", "-q", "--scenario", str(path)), env)
-                print(f"{backend:<10} {'simulate again, same store (rows replaced)':<52} {1:>4} {fmt([dt])}")
+                if ctx is not None:
+                    ctx.add(f"simulate.{backend}", f"simulate the example week ({counts[0]:,} jobs), fresh "
+                            f"{backend} store: median", statistics.median(times), "s", gate=True, runs=len(times))
+                if not args.no_again:
+                    dt, _ = timed(cli(url, "simulate", "-q", "--scenario", str(path)), env)
+                    print(f"{backend:<10} {'simulate again, same store (rows replaced)':<52} {1:>4} {fmt([dt])}")
                 queries = (
                     ("costs --by account", ["costs", "-S", since, "-E", until, "--by", "account", "-P"], 2),
                     ("sacct -a -M week -P -o JobIDRaw,CostUSD",
@@ -192,6 +214,9 @@ def main() -> int:
                     rows = len(out.splitlines()) - skip  # less the header (and costs' total row)
                     step = f"{label}: {rows:,} rows"
                     print(f"{backend:<10} {step:<52} {args.query_runs:>4} {fmt(qt)}")
+                    if ctx is not None:
+                        ctx.add(f"{label.split()[0]}.{backend}", f"{label} on the week ({rows:,} rows), {backend}: "
+                                "median", statistics.median(qt), "s", gate=True, runs=len(qt))
                 _, r = timed(cli(url, "costs", "-S", since, "-E", until, "-P", "-o", "Group,Jobs,GPUHours,SpendUSD"),
                              env)
                 print(f"{backend:<10} costs total: {r.stdout.splitlines()[-1]}  (Group|Jobs|GPUHours|SpendUSD)")

@@ -54,12 +54,54 @@ def _run_click(argv: list[str]) -> None:
     sys.exit(0)
 
 
-def _build_cli():
+# Each command's module (under piqc_slurm.commands; "query.command" for sacct). A lazy group (the one
+# `piqc-slurm` runs) imports only the module of the command invoked: `piqc-slurm sacct` then skips
+# ingest, nightly, digest, ... (~5 ms of its ~75: bench/bench_cluster.py). tests/unit/test_cli_lazy.py
+# keeps this map equal to what the modules register.
+COMMAND_MODULES = {
+    "analyze": "analyze", "config": "admin", "costs": "costs", "db": "db", "digest": "digest", "doctor": "admin",
+    "gaps": "gaps", "ingest": "ingest", "nightly": "nightly", "notify-users": "notify", "sacct": "query.command",
+    "seff": "seff", "simulate": "simulate", "spool": "spool",
+}
+
+
+def _register(group, module: str) -> None:
+    """Add the commands of one module to the group (once)."""
+    loaded = group.__dict__.setdefault("_piqc_loaded", set())
+    if module in loaded:
+        return
+    loaded.add(module)
+    from importlib import import_module
+
+    from piqc_slurm.commands import load_config, store_url
+
+    if module == "query.command":
+        from piqc_slurm.query.command import add_sacct_command
+
+        add_sacct_command(group, load_config, store_url)
+    else:
+        import_module(f"piqc_slurm.commands.{module}").register(group)
+
+
+def _build_cli(lazy: bool = False):
+    """The click group: every command registered, or (lazy) each on first use."""
     import click
 
     from piqc_slurm import __version__
 
-    @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+    class LazyGroup(click.Group):
+        def get_command(self, ctx, cmd_name):
+            if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+                _register(self, COMMAND_MODULES[cmd_name])
+            return super().get_command(ctx, cmd_name)
+
+        def list_commands(self, ctx):
+            for module in dict.fromkeys(COMMAND_MODULES.values()):
+                _register(self, module)
+            return super().list_commands(ctx)
+
+    @click.group(cls=LazyGroup if lazy else click.Group,
+                 context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
     @click.version_option(__version__, "-V", "--version", prog_name="piqc-slurm")
     @click.option("--config", "config_path", metavar="PATH", envvar=None,
                   help="Config file (else $PIQC_CONFIG, else /etc/piqc/piqc.toml, else built-in defaults).")
@@ -101,37 +143,9 @@ def _build_cli():
 
         sys.exit(run_hook("epilog"))
 
-    from piqc_slurm.commands import (
-        admin,
-        analyze,
-        costs,
-        db,
-        digest,
-        gaps,
-        ingest,
-        load_config,
-        nightly,
-        notify,
-        seff,
-        simulate,
-        spool,
-        store_url,
-    )
-    from piqc_slurm.query.command import add_sacct_command
-
-    ingest.register(cli)
-    add_sacct_command(cli, load_config, store_url)
-    seff.register(cli)
-    costs.register(cli)
-    gaps.register(cli)
-    analyze.register(cli)
-    digest.register(cli)
-    notify.register(cli)
-    nightly.register(cli)
-    simulate.register(cli)
-    admin.register(cli)
-    spool.register(cli)
-    db.register(cli)
+    if not lazy:
+        for module in dict.fromkeys(COMMAND_MODULES.values()):
+            _register(cli, module)
     return cli
 
 
@@ -143,7 +157,7 @@ class _LazyCli:
 
     def __getattr__(self, name):
         if _LazyCli._cli is None:
-            _LazyCli._cli = _build_cli()
+            _LazyCli._cli = _build_cli(lazy=True)
         return getattr(_LazyCli._cli, name)
 
     def __call__(self, *args, **kwargs):

@@ -8,7 +8,7 @@ delimiter; -P: no delimiter after the last cell."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from piqc_slurm.query.fields import DATE, SECS, STR, UINT, Column
 from piqc_slurm.query.timefmt import INFINITE, TimeFormatter
@@ -45,47 +45,55 @@ class Renderer:
         self.mode = mode
         self.delim = _b(delimiter if delimiter is not None else "|")
         self.times = times
+        # one formatter per column, its kind, width and mode decided once (a listing of thousands of
+        # lines calls them for every cell: bench/bench_cluster.py's window set)
+        self._cells = [self._formatter(c) for c in self.columns]
 
     # --- cells -------------------------------------------------------------------
-    def _cell(self, col: Column, value: object) -> bytes:
+    def _formatter(self, col: Column) -> Callable[[object], bytes]:
         kind, width = col.field.kind, col.width
         n = abs(width)
+        table = self.mode == TABLE
+        pad: Callable[[bytes], bytes] = (lambda t: t.rjust(n)) if width >= 0 else (lambda t: t.ljust(n))
         if kind == DATE:
-            text = self.times.text(value or 0, n + 1)  # type: ignore[arg-type]
-            return text if self.mode != TABLE else _pad(text, width)
+            text = self.times.text
+            if not table:
+                return lambda v: text(v or 0, n + 1)  # type: ignore[arg-type]
+            return lambda v: _pad(text(v or 0, n + 1), width)  # type: ignore[arg-type]
         if kind == STR:
-            if self.mode != TABLE:
-                return b"" if value is None else _b(str(value))
-            if value is None:
-                return _pad(b" ", width)
-            raw = _b(str(value))
-            if len(raw) > n:
-                raw = raw[:n - 1] + b"+" if n > 0 else b""
-            return _pad(raw, width)
-        if isinstance(value, str) and kind in (UINT, SECS):
-            # verbatim text of a number or a duration (jobs.extra, jobs.steps): never cut; "" = unset
-            if value == "":
-                value = None
-            else:
-                text = _b(value)
-                return text if self.mode != TABLE else (text.rjust(n) if width >= 0 else text.ljust(n))
-        if kind == UINT:
-            if value is None:
-                return b"" if self.mode != TABLE else b" ".rjust(n) if width >= 0 else b" ".ljust(n)
-            text = str(int(value)).encode()  # type: ignore[call-overload]
-            return text if self.mode != TABLE else (text.rjust(n) if width >= 0 else text.ljust(n))
-        if kind == SECS:
-            if value is None:
-                return b"" if self.mode != TABLE else b" ".rjust(n) if width >= 0 else b" ".ljust(n)
-            text = secs2time_str(int(value)).encode()  # type: ignore[call-overload]
-            return text if self.mode != TABLE else (text.rjust(n) if width >= 0 else text.ljust(n))
-        raise ValueError(f"unknown field kind {kind!r}")
+            if not table:
+                return lambda v: b"" if v is None else _b(str(v))
+            blank = _pad(b" ", width)
+
+            def cell_str(v: object) -> bytes:
+                if v is None:
+                    return blank
+                raw = _b(str(v))
+                if len(raw) > n:
+                    raw = raw[:n - 1] + b"+" if n > 0 else b""
+                return pad(raw)
+            return cell_str
+        if kind not in (UINT, SECS):
+            raise ValueError(f"unknown field kind {kind!r}")
+        unset = b" ".rjust(n) if width >= 0 else b" ".ljust(n)
+        show = (lambda v: str(int(v)).encode()) if kind == UINT else (lambda v: secs2time_str(int(v)).encode())
+
+        def cell_num(v: object) -> bytes:
+            if isinstance(v, str):
+                # verbatim text of a number or a duration (jobs.extra, jobs.steps): never cut; "" = unset
+                if v != "":
+                    return pad(_b(v)) if table else _b(v)
+                v = None
+            if v is None:
+                return unset if table else b""
+            return pad(show(v)) if table else show(v)
+        return cell_num
 
     def _join(self, cells: list[bytes]) -> bytes:
         if self.mode == TABLE:
-            return b"".join(c + b" " for c in cells) + b"\n"
+            return b" ".join(cells) + b" \n" if cells else b"\n"
         if self.mode == PARSABLE:
-            return b"".join(c + self.delim for c in cells) + b"\n"
+            return self.delim.join(cells) + self.delim + b"\n" if cells else b"\n"
         return self.delim.join(cells) + b"\n"
 
     # --- lines -------------------------------------------------------------------
@@ -98,4 +106,6 @@ class Renderer:
         return line + dashes
 
     def line(self, values: Sequence[object]) -> bytes:
-        return self._join([self._cell(c, v) for c, v in zip(self.columns, values, strict=True)])
+        if len(values) != len(self._cells):
+            raise ValueError(f"{len(values)} values for {len(self._cells)} columns")
+        return self._join([f(v) for f, v in zip(self._cells, values)])  # noqa: B905 - lengths checked above

@@ -707,7 +707,9 @@ def test_process_sigkill_leaves_last_checkpoint_not_final(node: Node) -> None:
 
 def test_process_exits_when_the_job_is_gone(node: Node) -> None:
     ctx = node.write_context(orphan_check=0.3)
-    stepd = subprocess.Popen(["bash", "-c", f'exec -a "slurmstepd: [{ctx.job_id}.extern]" sleep 30'])
+    # a batch step: an extern stepd alone keeps a job alive only while a slurmd runs (procs.JobWatch),
+    # and no slurmd runs on a machine whose test cluster is down
+    stepd = subprocess.Popen(["bash", "-c", f'exec -a "slurmstepd: [{ctx.job_id}.batch]" sleep 30'])
     try:
         proc = node.sampler()
         wait_samples(node, 4)
@@ -743,7 +745,7 @@ def test_process_job_gone_without_epilog_spools_a_partial_summary(node: Node) ->
            "exit_code": None, "spank_monitor": None}
     (node.run_dir / "job.json").write_text(json.dumps(
         {"job": job, "monitor": "on", "monitor_note": "", "interval": 0.2, "prolog_time": ctx.started}))
-    stepd = subprocess.Popen(["bash", "-c", f'exec -a "slurmstepd: [{job_id}.extern]" sleep 30'])
+    stepd = subprocess.Popen(["bash", "-c", f'exec -a "slurmstepd: [{job_id}.batch]" sleep 30'])
     try:
         proc = node.sampler()
         wait_samples(node, 4)
