@@ -32,7 +32,6 @@ with CPU seconds (user + system) and peak RSS in the detail. Run as root
 
 from __future__ import annotations
 
-import array
 import calendar
 import contextlib
 import copy
@@ -270,39 +269,6 @@ def store_bytes(url: str) -> dict[str, int]:
         engine.dispose()
 
 
-def packed_timeline_bytes(url: str) -> int:
-    """What the timeline would take as one row per (summary, GPU) of fixed-width arrays (util and power
-    in tenths as 16 bits, memory MiB as 32 bits): built beside it in the same SQLite file, measured by
-    dbstat after VACUUM, then dropped. A measured alternative layout, not the store's."""
-    path = url.split("///", 1)[1]
-    c = sqlite3.connect(path, isolation_level=None)
-    try:
-        c.execute("CREATE TABLE bench_packed (summary_id INTEGER, minor INTEGER, t0 INTEGER, step INTEGER, "
-                  "util BLOB, mem BLOB, power BLOB, PRIMARY KEY (summary_id, minor)) WITHOUT ROWID")
-        rows = c.execute("SELECT summary_id, minor, t, util, mem_mib, power_w FROM timeline "
-                         "ORDER BY summary_id, minor, t")
-        batch, cur, vals = [], None, ([], [], [], [])
-        for sid, minor, t, u, mem, pw in [*rows, (None, None, None, None, None, None)]:
-            if (sid, minor) != cur:
-                if cur is not None:
-                    ts, us, ms, ps = vals
-                    batch.append((cur[0], cur[1], ts[0], 60, array.array("H", us).tobytes(),
-                                  array.array("I", ms).tobytes(), array.array("H", ps).tobytes()))
-                cur, vals = (sid, minor), ([], [], [], [])
-            if sid is not None:
-                vals[0].append(t)
-                vals[1].append(round((u or 0) * 10))
-                vals[2].append(round(mem or 0))
-                vals[3].append(min(round((pw or 0) * 10), 65535))
-        c.executemany("INSERT INTO bench_packed VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
-        c.execute("VACUUM")
-        size = c.execute("SELECT sum(pgsize) FROM dbstat WHERE name = 'bench_packed'").fetchone()[0] or 0
-        c.execute("DROP TABLE bench_packed")
-        return int(size)
-    finally:
-        c.close()
-
-
 def summaries(ctx: Ctx, tmp: Path, count: int, names: list[str]) -> None:
     src = tmp / "sacct-summaries.txt"
     bench_ingest.generate(src, count, steps=False, seed=11)
@@ -332,16 +298,9 @@ def summaries(ctx: Ctx, tmp: Path, count: int, names: list[str]) -> None:
                     f"and index, {backend}", total / gpu_hours, "B", target=500.0, ratio=total / gpu_hours / prom,
                     ratio_to="Prometheus 30 s scrape", gpu_hours=gpu_hours, total_bytes=total,
                     timeline_bytes=timeline, tables={k: v for k, v in sorted(per.items()) if v})
-            ctx.add(f"timeline_bytes_per_gpu_hour.{backend}", f"of which the timeline table and its index, "
-                    f"{backend}", timeline / gpu_hours, "B", ratio=timeline / gpu_hours / prom,
-                    ratio_to="Prometheus 30 s scrape")
-            if backend == "sqlite":
-                packed = packed_timeline_bytes(url)
-                ctx.add("packed_bytes_per_gpu_hour", "the same store with the timeline packed (one row per "
-                        "summary and GPU: util, memory, power as 16/32/16-bit arrays, no compression), SQLite",
-                        (total - timeline + packed) / gpu_hours, "B", target=500.0,
-                        ratio=(total - timeline + packed) / gpu_hours / prom, ratio_to="Prometheus 30 s scrape",
-                        packed_timeline_bytes=packed)
+            ctx.add(f"timeline_bytes_per_gpu_hour.{backend}", f"of which the timeline table (packed: a row per "
+                    f"summary and GPU) and its index, {backend}", timeline / gpu_hours, "B",
+                    ratio=timeline / gpu_hours / prom, ratio_to="Prometheus 30 s scrape")
 
 
 def suite(ctx: Ctx) -> None:

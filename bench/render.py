@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 HEADLINE = (
-    "hooks.prolog", "hooks.epilog.live", "hooks.epilog.spool.7day", "hooks.epilog.spool.flat",
+    "hooks.prolog", "hooks.prolog.ratio", "hooks.prolog.sampler_started", "hooks.epilog.live",
+    "hooks.epilog.spool.7day", "hooks.epilog.spool.flat",
     "hooks.epilog.sqlite.7day", "hooks.epilog.sqlite.flat", "hooks.epilog.postgresql.7day",
     "hooks.epilog.postgresql.flat",
     "sampler.cpu.1s.gpm_on", "sampler.cpu.1s.gpm_off", "sampler.rss.1s.gpm_on", "sampler.cpu.0.1s.gpm_on",

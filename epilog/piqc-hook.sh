@@ -14,6 +14,14 @@
 # the node: this wrapper bounds piqc-slurm with a hard timeout and exits 0 on
 # every path, logging Begin/End with the job id to syslog.
 #
+# The job waits for the Prolog, so the Prolog runs piqc-slurm off the job's
+# path: the wrapper logs Begin, starts itself again detached (setsid, fds on
+# /dev/null: slurmd neither waits for it nor kills it) with the arguments
+# `--piqc-detached-prolog JOB`, and returns; the detached copy runs
+# `piqc-slurm prolog` under the same timeout and logs End with its exit code.
+# The Epilog of a job whose Prolog is still in flight waits for it (it finds
+# that root-owned process by those arguments: piqc_slurm/hooks/inflight.py).
+#
 # Site settings (optional) are read from the file PIQC_HOOK_ENV names, as
 # shell `export NAME=value` lines:
 #   PIQC_BIN       absolute path of the piqc-slurm entry point
@@ -43,8 +51,14 @@ note() {
     return 0
 }
 
-job=$(printf '%s' "${SLURM_JOB_ID:-unknown}" | /usr/bin/tr -c 'A-Za-z0-9_.+-' '_')  # one log line, whatever it holds
-note "$verb Begin job=$job node=${SLURMD_NODENAME:-?}"
+detached=
+if [ "$verb" = prolog ] && [ "${1:-}" = --piqc-detached-prolog ]; then
+    detached=1
+    job=$2
+else
+    job=$(printf '%s' "${SLURM_JOB_ID:-unknown}" | /usr/bin/tr -c 'A-Za-z0-9_.+-' '_')  # one log line, whatever it holds
+    note "$verb Begin job=$job node=${SLURMD_NODENAME:-?}"
+fi
 if [ "$verb" = unknown ]; then
     note "$verb End job=$job rc=- (cannot tell prolog from epilog: SLURM_SCRIPT_CONTEXT unset)"
     exit 0
@@ -52,6 +66,13 @@ fi
 if [ ! -x "$PIQC_BIN" ]; then
     note "$verb End job=$job rc=- ($PIQC_BIN is not executable: nothing done)"
     exit 0
+fi
+if [ "$verb" = prolog ] && [ -z "$detached" ] && [ -x /usr/bin/setsid ] && [ -r "$0" ]; then
+    # "$0" is this file (slurmd execs it by its path); $job is sanitised above and goes as one argument
+    if /usr/bin/setsid -f /bin/sh "$0" --piqc-detached-prolog "$job" </dev/null >/dev/null 2>&1; then
+        exit 0
+    fi
+    note "$verb job=$job: cannot start detached, running in the job's path"
 fi
 # piqc-slurm logs to syslog; where there is none (syslog = false), its stderr
 # goes to PIQC_HOOK_LOG if set. Never to slurmd's pipes.

@@ -307,3 +307,28 @@ ALTER TABLE jobs ADD COLUMN extra JSON;
 ALTER TABLE jobs ADD COLUMN steps JSON;
 
 UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
+
+-- Running upgrade 0007 -> 0008
+
+CREATE INDEX ix_jobs_job_id_raw ON jobs (job_id_raw);
+
+CREATE INDEX ix_jobs_array_job_id ON jobs (array_job_id);
+
+CREATE INDEX ix_jobs_het_job_id ON jobs (het_job_id);
+
+CREATE TABLE timeline_packed (
+    summary_id INTEGER NOT NULL,
+    minor INTEGER NOT NULL,
+    t0 BIGINT NOT NULL,
+    step INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (summary_id, minor),
+    FOREIGN KEY(summary_id) REFERENCES node_summaries (id) ON DELETE CASCADE
+);
+
+DROP TABLE timeline;
+
+ALTER TABLE timeline_packed RENAME TO timeline;
+
+UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num = '0007';

@@ -90,6 +90,14 @@ def _run_key(spool: Spool, ctx: JobContext) -> str:
     return ctx.key
 
 
+def _prolog_unfinished(run_dir: Path) -> bool:
+    """True when the Prolog's record is incomplete: no job.json, or a sampler context without the
+    sampler's pid file (hooks/prolog.py writes job.json, then context.json, then starts the sampler)."""
+    if not (run_dir / "job.json").is_file():
+        return True
+    return (run_dir / "context.json").is_file() and not (run_dir / "sampler.pid").is_file()
+
+
 def run(env: dict[str, str], cfg, now: float | None = None) -> str:
     # The job's end, as near as the Epilog can tell: taken before the sampler is stopped.
     t0 = time.monotonic()
@@ -111,6 +119,18 @@ def _run(ctx: JobContext, env: dict[str, str], cfg, now: float, t0: float) -> st
     run_key = _run_key(spool, ctx)
     spool.check(run_key)  # a spool not root-only: SpoolError, logged by run_hook (exit 0)
     run_dir = spool.run_dir(run_key)
+    if _prolog_unfinished(run_dir):  # the Prolog runs detached: it may still be in flight
+        from piqc_slurm.hooks.inflight import wait_for_prolog
+
+        waited, still = wait_for_prolog(ctx.job_id)
+        if still:
+            log.warning("job %d: its Prolog still runs after %.1fs; summarising without waiting more",
+                        ctx.job_id, waited)
+        elif waited >= 0.01:
+            log.info("job %d: waited %.2fs for its Prolog to finish", ctx.job_id, waited)
+        run_key = _run_key(spool, ctx)
+        spool.check(run_key)
+        run_dir = spool.run_dir(run_key)
     from piqc_slurm.sampler.orphan import find_spooled
 
     spooled = find_spooled(run_dir)

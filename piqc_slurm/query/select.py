@@ -31,9 +31,10 @@ the plain jobs submitted with them, in task order, though the last task
 keeps the array's (lowest) raw id.
 
 Indexes. `-u USER` (or a non-admin caller) with a window uses ix_jobs_user_end;
-a window alone ix_jobs_end; the duplicate check uq_jobs_identity. `-j` scans
-the table (it matches array_job_id and het_job_id, which have no index):
-about 0.1 s per million jobs on SQLite."""
+a window alone ix_jobs_end; the duplicate check uq_jobs_identity. `-j`
+matches job_id_raw, array_job_id and het_job_id, each indexed (migration
+0008: ix_jobs_job_id_raw, ix_jobs_array_job_id, ix_jobs_het_job_id), so the
+OR is answered from the three indexes instead of a scan of the table."""
 
 from __future__ import annotations
 

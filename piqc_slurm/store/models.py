@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -83,6 +84,9 @@ class Job(Base):
         Index("ix_jobs_end", "end"),
         Index("ix_jobs_start", "start"),
         Index("ix_jobs_account", "account"),
+        Index("ix_jobs_job_id_raw", "job_id_raw"),  # 0008: sacct -j by index (uq_jobs_identity leads with cluster)
+        Index("ix_jobs_array_job_id", "array_job_id"),  # 0008: sacct -j finds an array's tasks
+        Index("ix_jobs_het_job_id", "het_job_id"),  # and a heterogeneous job's components
     )
 
 
@@ -164,17 +168,21 @@ class GpuUsage(Base):
     __table_args__ = (Index("ix_gpu_usage_summary", "summary_id"),)
 
 
-class TimelineBin(Base):
-    """Downsampled per-GPU timeline (one row per GPU per bin) for charts."""
+class GpuTimeline(Base):
+    """One GPU's timeline in one summary, packed: the bins (60 s by default, for charts) from t0
+    every `step` seconds, `n` of them, as one compressed blob of util, memory and power arrays
+    (one row per summary and GPU, not per bin). The format, and the only code that writes or
+    reads `data`: piqc_slurm/store/timeline.py (pack, unpack). The table keeps the name
+    `timeline` it had (0001-0007: one row per GPU per bin), so grants and policies name it alike."""
 
     __tablename__ = "timeline"
     summary_id: Mapped[int] = mapped_column(ForeignKey("node_summaries.id", ondelete="CASCADE"),
                                             primary_key=True)
-    t: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     minor: Mapped[int] = mapped_column(Integer, primary_key=True)
-    util: Mapped[float | None] = mapped_column(Float)
-    mem_mib: Mapped[float | None] = mapped_column(Float)
-    power_w: Mapped[float | None] = mapped_column(Float)
+    t0: Mapped[int] = mapped_column(BigInteger)  # epoch seconds of the first bin
+    step: Mapped[int] = mapped_column(Integer)  # seconds between bins (0: a single bin)
+    n: Mapped[int] = mapped_column(Integer)  # bins
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class SpoolReplay(Base):

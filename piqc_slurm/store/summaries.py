@@ -17,7 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from piqc_slurm.errors import SpoolFormatError, StoreError, first_line
-from piqc_slurm.store.models import GpuUsage, Job, JobGpu, NodeSummary, TimelineBin
+from piqc_slurm.store.models import GpuTimeline, GpuUsage, Job, JobGpu, NodeSummary
+from piqc_slurm.store.timeline import pack
 from piqc_slurm.summary import check_format as check_version
 
 GPU_FIELDS = ("uuid", "name", "gpu_type", "mem_total_mib", "did_work", "samples", "seconds", "util_mean",
@@ -147,7 +148,7 @@ def upsert_summary(session: Session, doc: dict, timeline: list[dict] | None = No
         for k, v in values.items():
             setattr(row, k, v)
         session.execute(delete(GpuUsage).where(GpuUsage.summary_id == row.id))
-        session.execute(delete(TimelineBin).where(TimelineBin.summary_id == row.id))
+        session.execute(delete(GpuTimeline).where(GpuTimeline.summary_id == row.id))
         session.execute(delete(JobGpu).where(JobGpu.summary_id == row.id))
         session.flush()
     devices = doc.get("devices") or []
@@ -158,17 +159,8 @@ def upsert_summary(session: Session, doc: dict, timeline: list[dict] | None = No
     _inventory(session, doc, devices)
     if values["job_ref"] is not None:
         _note_restarts(session, values["job_ref"], doc)
-    if timeline:
-        seen = set()
-        bins = []
-        for b in timeline:
-            key = (int(b["t"]), int(b["gpu"]))
-            if key in seen:
-                continue
-            seen.add(key)
-            bins.append(dict(summary_id=row.id, t=key[0], minor=key[1], util=b.get("util"),
-                             mem_mib=b.get("mem_mib"), power_w=b.get("power_w")))
-        session.execute(TimelineBin.__table__.insert(), bins)
+    if timeline:  # one packed row per GPU (store/timeline.py)
+        session.execute(GpuTimeline.__table__.insert(), [dict(gpu, summary_id=row.id) for gpu in pack(timeline)])
     return row.id
 
 

@@ -31,7 +31,8 @@ from sqlalchemy.pool import NullPool
 
 from piqc_slurm.store import open_engine
 from piqc_slurm.store.db import alembic_config
-from piqc_slurm.store.models import Base, GpuUsage, IdleGap, Job, JobGpu, NodeSummary, TimelineBin
+from piqc_slurm.store.models import Base, GpuTimeline, GpuUsage, IdleGap, Job, JobGpu, NodeSummary
+from piqc_slurm.store.timeline import pack, unpack
 
 pytestmark = pytest.mark.slurm
 SQL = Path(__file__).resolve().parents[2] / "sql"
@@ -110,6 +111,56 @@ def test_postgresql_ddl_and_migrations_build_the_same_schema(server):
             migrated.dispose()
 
 
+def test_0008_packs_a_0007_timeline_and_its_downgrade_unpacks_it(server):
+    """Migration 0008 with rows on PostgreSQL: 0007's bins (GPU 0 at T and T+120, GPU 1 at T+60)
+    packed on 60 s slots into bytea, the constraints named as a table made as timeline has them;
+    the downgrade gives the bins back as the packed rows hold them (whole numbers, 4 MiB units)."""
+    from alembic import command
+
+    from piqc_slurm.store.db import migrate
+
+    t = D0 + 2 * H
+    old = [(t, 0, 37.4, 1023.0, 550.7), (t + 120, 0, 0.0, 0.0, None), (t + 60, 1, 99.5, 81559.0, 60.2)]
+
+    def constraints(conn):
+        return conn.execute(text("SELECT conname FROM pg_constraint WHERE conrelid = 'timeline'::regclass "
+                                 "ORDER BY conname")).scalars().all()
+
+    with fresh_database() as url:
+        engine = engine_for(url)
+        try:
+            migrate(engine, "0007")
+            with engine.begin() as c:
+                c.execute(text("INSERT INTO node_summaries (id, cluster, job_id_raw, restart_count, node, started_at, "
+                               "\"user\", monitor, partial, gpu_count, doc) VALUES (1, 'c', 7, 0, 'vm', :t, 'u', "
+                               "'on', false, 2, '{}')"), {"t": t})
+                c.execute(text("INSERT INTO timeline (summary_id, t, minor, util, mem_mib, power_w) "
+                               "VALUES (1, :t, :m, :u, :mem, :p)"),
+                          [dict(zip(("t", "m", "u", "mem", "p"), b, strict=True)) for b in old])
+            migrate(engine)
+            with engine.connect() as c:
+                rows = [dict(r._mapping) for r in c.execute(text(
+                    "SELECT minor, t0, step, n, data FROM timeline ORDER BY minor"))]
+                assert constraints(c) == ["timeline_pkey", "timeline_summary_id_fkey"]
+                assert {"ix_jobs_array_job_id", "ix_jobs_het_job_id"} <= set(c.execute(text(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'jobs'")).scalars().all())
+            assert [(r["minor"], r["t0"], r["step"], r["n"]) for r in rows] == [(0, t, 60, 3), (1, t + 60, 60, 1)]
+            assert [[(b["t"], b["util"], b["mem_mib"], b["power_w"]) for b in unpack(r)] for r in rows] == [
+                [(t, 37, 1024, 551), (t + 60, None, None, None), (t + 120, 0, 0, None)],
+                [(t + 60, 100, 81560, 60)]]
+            cfg = alembic_config(engine)
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.downgrade(cfg, "0007")
+            with engine.connect() as c:
+                back = c.execute(text("SELECT t, minor, util, mem_mib, power_w FROM timeline ORDER BY minor, t")).all()
+                assert constraints(c) == ["timeline_pkey", "timeline_summary_id_fkey"]
+            assert [tuple(r) for r in back] == [(t, 0, 37.0, 1024.0, 551.0), (t + 120, 0, 0.0, 0.0, None),
+                                                (t + 60, 1, 100.0, 81560.0, 60.0)]
+        finally:
+            engine.dispose()
+
+
 # --- row-level security ---------------------------------------------------------
 
 def sample_rows(alice: str, bob: str) -> list:
@@ -158,8 +209,9 @@ def rls(server):
                 session.flush()
                 s1 = session.query(NodeSummary).filter_by(job_id_raw=1001).one()
                 s2 = session.query(NodeSummary).filter_by(job_id_raw=1002).one()
-                session.add_all([TimelineBin(summary_id=s.id, t=D0 + 2 * H + 60 * k, minor=m, util=50.0)
-                                 for s, minors in ((s1, 4), (s2, 2)) for m in range(minors) for k in range(3)])
+                session.add_all([GpuTimeline(summary_id=s.id, **row) for s, minors in ((s1, 4), (s2, 2))
+                                 for row in pack([{"t": D0 + 2 * H + 60 * k, "gpu": m, "util": 50.0}
+                                                  for m in range(minors) for k in range(3)])])
                 session.add_all([JobGpu(summary_id=s.id, minor=m, node=s.node, source="nvml")
                                  for s, minors in ((s1, 4), (s2, 2)) for m in range(minors)])
                 session.add(IdleGap(cluster="sim", node="gpu01", minor=3, gpu_type="h100", partition="gpu",
@@ -197,11 +249,11 @@ def count(url: str, relation: str) -> int:
 
 
 EXPECTED = {  # rows each one sees
-    "alice": {"jobs": 2, "node_summaries": 2, "gpu_usage": 5, "timeline": 12, "job_gpus": 4, "v_job_gpu": 2,
+    "alice": {"jobs": 2, "node_summaries": 2, "gpu_usage": 5, "timeline": 4, "job_gpus": 4, "v_job_gpu": 2,
               "v_idle_gpus": 2, "v_gpu_hours_by_user_day": 2, "v_gpu_hours_by_account_day": 2, "v_job_cost": 2},
-    "bob": {"jobs": 2, "node_summaries": 1, "gpu_usage": 2, "timeline": 6, "job_gpus": 2, "v_job_gpu": 2,
+    "bob": {"jobs": 2, "node_summaries": 1, "gpu_usage": 2, "timeline": 2, "job_gpus": 2, "v_job_gpu": 2,
             "v_idle_gpus": 0, "v_gpu_hours_by_user_day": 1, "v_gpu_hours_by_account_day": 1, "v_job_cost": 2},
-    "boss": {"jobs": 4, "node_summaries": 4, "gpu_usage": 8, "timeline": 18, "job_gpus": 6, "idle_gaps": 1,
+    "boss": {"jobs": 4, "node_summaries": 4, "gpu_usage": 8, "timeline": 6, "job_gpus": 6, "idle_gaps": 1,
              "node_gpus": 0, "analysis_runs": 0, "user_notices": 0, "v_job_gpu": 4, "v_idle_gpus": 3,
              "v_gpu_hours_by_user_day": 3, "v_gpu_hours_by_account_day": 3, "v_job_cost": 4},
 }
@@ -252,6 +304,14 @@ def test_reader_numbers_are_their_own(rls):
     cost = query(alice, "SELECT SUM(cost_usd) AS c, SUM(idle_usd) AS i FROM v_job_cost")[0]
     assert (cost["c"], cost["i"]) == (pytest.approx(34.0), pytest.approx(16.0))
     assert query(alice, "SELECT * FROM jobs WHERE job_id = '1002'") == []
+
+
+def test_a_reader_unpacks_her_packed_timeline(rls):
+    """The bytea round trip through row-level security: alice's job 1001, 4 GPUs x 3 bins at 50 %."""
+    rows = query(rls["urls"]["alice"], "SELECT minor, t0, step, n, data FROM timeline ORDER BY minor")
+    assert [(r["minor"], r["t0"], r["step"], r["n"]) for r in rows] == [(m, D0 + 2 * H, 60, 3) for m in range(4)]
+    assert [(b["t"], b["gpu"], b["util"], b["mem_mib"], b["power_w"]) for r in rows for b in unpack(r)] == [
+        (D0 + 2 * H + 60 * k, m, 50, None, None) for m in range(4) for k in range(3)]
 
 
 def test_admin_sees_everyone(rls):

@@ -11,6 +11,9 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from piqc_slurm import config
-from piqc_slurm.hooks import epilog, run_hook
+from piqc_slurm.hooks import epilog, prolog, run_hook
 from piqc_slurm.store.db import open_engine
 from piqc_slurm.store.models import NodeSummary
 
@@ -46,6 +49,8 @@ def setup(tmp_path: Path, **keys) -> tuple[dict, config.Config]:
     epilog_keys = {"user_report": False, "push_jitter": 0.0,
                    **{k.split(".")[1]: v for k, v in keys.items() if k.startswith("epilog.")}}
     lines += ["[epilog]"] + [f"{k} = {json.dumps(v)}" for k, v in epilog_keys.items()]
+    sampler_keys = {k.split(".")[1]: v for k, v in keys.items() if k.startswith("sampler.")}
+    lines += ["[sampler]"] + [f"{k} = {json.dumps(v)}" for k, v in sampler_keys.items()]
     path = tmp_path / "piqc.toml"
     path.write_text("\n".join(lines) + "\n")
     env = {"SLURM_JOB_ID": "74", "SLURMD_NODENAME": "vm", "SLURM_CLUSTER_NAME": "piqc", "SLURM_JOB_GPUS": "0,1",
@@ -423,3 +428,48 @@ def test_a_planted_job_info_is_refused_and_said(tmp_path, out_dir):
     what = epilog.run(env, cfg, now=NOW)
     assert f"report: output pattern uses %x and the job name is unknown: jobinfo {info} refused: it names uid " \
            f"1234, the job runs as {NOBODY}" in what
+
+
+# ---- a Prolog still in flight (it runs detached from the job's path) -------------------------------
+
+def _detached_prolog_stand_in(job_id: int, seconds: float) -> subprocess.Popen:
+    """A root process with the argv the wrapper gives its detached Prolog copy (epilog/piqc-hook.sh)."""
+    return subprocess.Popen(["/bin/sh", "-c", f"sleep {seconds}; :", "50-piqc.sh", "--piqc-detached-prolog",
+                             str(job_id)])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's processes count as a Prolog in flight")
+def test_the_epilog_waits_for_a_prolog_in_flight_and_reads_its_record(tmp_path):
+    env, cfg = setup(tmp_path, **{"sampler.enabled": False})
+    stand_in = _detached_prolog_stand_in(74, 0.8)
+
+    def late_prolog():  # the Prolog's record lands while its wrapper still runs
+        time.sleep(0.4)
+        prolog.run({**env, "SLURM_SCRIPT_CONTEXT": "prolog_slurmd"}, cfg)
+    writer = threading.Thread(target=late_prolog)
+    writer.start()
+    t0 = time.monotonic()
+    try:
+        what = epilog.run(env, cfg, now=NOW)
+    finally:
+        writer.join()
+        stand_in.wait()
+    assert time.monotonic() - t0 >= 0.7, what
+    [path] = (tmp_path / "shared").rglob("*.summary.json")
+    doc = json.loads(path.read_text())
+    assert doc["monitor"] == "disabled", doc["partial_reason"]  # the Prolog's record, not "no-sampler"
+    assert not doc["partial"]
+
+
+def test_without_a_prolog_in_flight_the_epilog_does_not_wait(tmp_path):
+    env, cfg = setup(tmp_path)
+    other = _detached_prolog_stand_in(740, 5)  # another job's Prolog: 740 is not 74
+    t0 = time.monotonic()
+    try:
+        epilog.run(env, cfg, now=NOW)
+    finally:
+        other.kill()
+        other.wait()
+    assert time.monotonic() - t0 < 2
+    [path] = (tmp_path / "shared").rglob("*.summary.json")
+    assert json.loads(path.read_text())["monitor"] == "no-sampler"

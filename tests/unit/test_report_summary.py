@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from piqc_slurm.report.epilog_text import node_cost, render
 from piqc_slurm.store import open_engine, upsert_summary
-from piqc_slurm.store.models import GpuUsage, NodeSummary, TimelineBin
+from piqc_slurm.store.models import GpuTimeline, GpuUsage, NodeSummary
 from piqc_slurm.store.summaries import read_timeline
+from piqc_slurm.store.timeline import unpack
 from piqc_slurm.summary import check_format
 from piqc_slurm.usage.catalog import load_catalog
 from piqc_slurm.usage.prices import Prices
@@ -89,7 +90,14 @@ def test_upsert_summary_is_idempotent(engine):
         assert len(rows) == 1 and rows[0].gpu_count == 4 and rows[0].job_ref is None
         gpus = session.execute(select(GpuUsage).order_by(GpuUsage.minor)).scalars().all()
         assert [g.did_work for g in gpus] == [True, True, False, False]
-        assert len(session.execute(select(TimelineBin)).scalars().all()) == len(timeline)
+        packed = session.execute(select(GpuTimeline).order_by(GpuTimeline.minor)).scalars().all()
+        # one row per GPU, not per bin; the fixture's 8 bins (2 per GPU, 60 s apart) read back rounded
+        assert [(r.minor, r.t0, r.step, r.n) for r in packed] == [(m, 1795868820, 60, 2) for m in range(4)]
+        worked = [(77, 40960, 551), (76, 40960, 544)]  # 76.7 %, 40960 MiB, 550.7 W; 75.6 %, 543.6 W
+        idle = [(0, 0, 60), (0, 0, 60)]
+        for r, want in zip(packed, (worked, worked, idle, idle), strict=True):
+            assert [(b["t"], b["gpu"], b["util"], b["mem_mib"], b["power_w"]) for b in unpack(r)] == \
+                [(1795868820 + 60 * i, r.minor, *v) for i, v in enumerate(want)]
 
 
 def test_unknown_summary_version_is_refused():

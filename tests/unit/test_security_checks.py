@@ -21,6 +21,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -651,6 +652,17 @@ def _hook(d: Path, env_file: Path) -> Path:
     return hook
 
 
+def _wait_end(log: Path, verb: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        ends = [ln for ln in lines if f"{verb} End job=" in ln]
+        if ends:
+            return ends[-1]
+        time.sleep(0.02)
+    raise AssertionError(f"no '{verb} End' line in {log}")
+
+
 def _run_hook(d: Path, verb: str, job_env: dict[str, str]) -> tuple[list[dict], list[str]]:
     fake = _fake_piqc(d) if not (d / "bin").exists() else d / "bin" / "piqc-slurm"
     env_file = d / "piqc-env"
@@ -660,6 +672,7 @@ def _run_hook(d: Path, verb: str, job_env: dict[str, str]) -> tuple[list[dict], 
     r = subprocess.run(["/bin/sh", str(_hook(d, env_file))], env=env, cwd=d, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r
+    _wait_end(d / "hook.log", verb)  # the Prolog's piqc-slurm runs detached: its End line comes later
     calls = [json.loads(ln) for ln in (d / "calls.jsonl").read_text().splitlines()] \
         if (d / "calls.jsonl").exists() else []
     return calls, (d / "hook.log").read_text().splitlines()
@@ -717,3 +730,55 @@ def test_the_hook_ignores_a_piqc_bin_from_the_environment(tmp_path):
     assert not (tmp_path / "calls.jsonl").exists()
     # the log file named in the environment is ignored too (settings come from the file only)
     assert not (tmp_path / "hook.log").exists()
+
+
+def test_the_prolog_wrapper_returns_before_piqc_slurm_prolog_ends(tmp_path):
+    """The job waits for the Prolog: the wrapper starts piqc-slurm prolog detached (its own session, so
+    slurmd's kill of the hook's process group cannot reach it) and returns; End comes with its rc."""
+    fake = tmp_path / "bin" / "piqc-slurm"
+    fake.parent.mkdir()
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys, time\ntime.sleep(1.5)\n"
+                    f"with open({str(tmp_path / 'calls.jsonl')!r}, 'a') as f:\n"
+                    "    f.write(json.dumps({'argv': sys.argv[1:], 'sid': os.getsid(0),\n"
+                    "                        'env': dict(os.environ)}) + '\\n')\n"
+                    "sys.exit(3)\n")
+    fake.chmod(0o755)
+    env_file = tmp_path / "piqc-env"
+    env_file.write_text(f"export PIQC_BIN={fake}\nexport PIQC_HOOK_LOG={tmp_path}/hook.log\n")
+    t0 = time.monotonic()
+    r = subprocess.run(["/bin/sh", str(_hook(tmp_path, env_file))], capture_output=True, text=True, timeout=60,
+                       cwd=tmp_path, env={"SLURM_SCRIPT_CONTEXT": "prolog_slurmd", "SLURM_JOB_ID": "4242"})
+    returned = time.monotonic() - t0
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r
+    assert returned < 1.0, returned
+    end = _wait_end(tmp_path / "hook.log", "prolog")
+    assert end.endswith("prolog End job=4242 rc=3 (failed; see syslog) exit=0"), end
+    [call] = [json.loads(ln) for ln in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert call["argv"] == ["prolog"] and call["env"]["SLURM_JOB_ID"] == "4242"
+    assert call["sid"] != os.getsid(0)
+    log = [ln.split("Z ", 1)[1] for ln in (tmp_path / "hook.log").read_text().splitlines()]
+    assert log == ["prolog Begin job=4242 node=?", "prolog End job=4242 rc=3 (failed; see syslog) exit=0"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a user's stand-in must be told from root's")
+def test_a_users_process_never_counts_as_a_prolog_in_flight():
+    """A user can start a process with the detached Prolog's argv; only root's delay an Epilog."""
+    from piqc_slurm.hooks.inflight import prologs_in_flight
+
+    argv = ["/bin/sh", "-c", "sleep 5; :", "50-piqc.sh", "--piqc-detached-prolog", "4242"]
+    users = subprocess.Popen(argv, preexec_fn=lambda: os.setuid(65534))  # noqa: PLW1509 - a test's child
+    roots = subprocess.Popen(argv)
+    other = subprocess.Popen([*argv[:-1], "42420"])
+    try:
+        deadline = time.monotonic() + 5
+        while (roots.pid not in prologs_in_flight(4242) or other.pid not in prologs_in_flight(42420)) \
+                and time.monotonic() < deadline:  # until both have exec'd
+            time.sleep(0.01)
+        time.sleep(0.1)  # the user's too (it setuid's first)
+        assert prologs_in_flight(4242) == [roots.pid]
+        assert prologs_in_flight(42420) == [other.pid]
+        assert prologs_in_flight(424) == []
+    finally:
+        for p in (users, roots, other):
+            p.kill()
+            p.wait()

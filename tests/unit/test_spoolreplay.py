@@ -13,13 +13,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from piqc_slurm.spoolreplay import replay
 from piqc_slurm.store.db import open_engine
-from piqc_slurm.store.models import NodeSummary, SpoolReplay, TimelineBin
+from piqc_slurm.store.models import GpuTimeline, NodeSummary, SpoolReplay
+from piqc_slurm.store.timeline import unpack
 
 pytestmark = pytest.mark.unit
 FX = Path(__file__).resolve().parents[1] / "fixtures" / "summaries"
@@ -116,7 +117,9 @@ def test_bad_files_go_to_quarantine_good_ones_are_taken_in_and_a_rerun_is_quiet(
     assert (q / "c.909.0.vm.1.timeline.jsonl").is_file()  # the timeline goes with its summary
     assert newer.exists() and res.newer == [f"{newer}: piqc-summary/2"]  # left for a newer piqc-slurm
     with Session(engine) as s:
-        assert s.execute(select(func.count()).select_from(TimelineBin)).scalar_one() == 8  # the fixture's 8 bins
+        rows = s.execute(select(GpuTimeline)).scalars().all()
+        assert sum(len(unpack(r)) for r in rows) == 8  # the fixture's 8 bins, 2 on each of its 4 GPUs
+        assert sorted(r.minor for r in rows) == [0, 1, 2, 3]
 
     again = replay(engine, [spool.parent])
     assert (again.taken, again.unchanged, again.quarantined, again.bad) == (0, len(GOOD), [], [])
@@ -236,8 +239,9 @@ def test_torn_timeline_lines_are_skipped_and_the_summary_kept(tmp_path, spool):
     assert res.taken == len(GOOD) + 1 and res.quarantined == []
     with Session(engine) as s:
         sid = s.execute(select(NodeSummary.id).where(NodeSummary.job_id_raw == 970)).scalar_one()
-        n = s.execute(select(func.count()).select_from(TimelineBin).where(TimelineBin.summary_id == sid)).scalar_one()
-    assert n == len(lines) == 8
+        rows = s.execute(select(GpuTimeline).where(GpuTimeline.summary_id == sid)).scalars().all()
+        got = sorted((b["t"], b["gpu"]) for r in rows for b in unpack(r))
+    assert len(lines) == 8 and got == [(t, g) for t in (1795868820, 1795868880) for g in range(4)]
     engine.dispose()
 
 

@@ -305,7 +305,8 @@ def test_push_into_a_store_at_head_never_imports_alembic(tmp_path):
     assert plain(url, "SELECT job_id_raw, node, gpu_count FROM node_summaries") == [(doc["job_id"], doc["node"],
                                                                                     len(doc["gpus"]))]
     assert plain(url, "SELECT count(*) FROM gpu_usage")[0][0] == len(doc["devices"])
-    assert plain(url, "SELECT count(*) FROM timeline")[0][0] == len(TIMELINE.read_text().splitlines())
+    gpus = {json.loads(line)["gpu"] for line in TIMELINE.read_text().splitlines()}
+    assert plain(url, "SELECT count(*) FROM timeline")[0][0] == len(gpus) == 4  # packed: one row per GPU
 
 
 def test_a_store_newer_than_this_piqc_slurm_takes_pushes_and_refuses_writers(tmp_path):
