@@ -15,10 +15,11 @@
 # every path, logging Begin/End with the job id to syslog.
 #
 # The job waits for the Prolog, so the Prolog runs piqc-slurm off the job's
-# path: the wrapper logs Begin, starts itself again detached (setsid, fds on
-# /dev/null: slurmd neither waits for it nor kills it) with the arguments
-# `--piqc-detached-prolog JOB`, and returns; the detached copy runs
-# `piqc-slurm prolog` under the same timeout and logs End with its exit code.
+# path: the wrapper logs Begin, runs itself again under setsid (a new session,
+# fds on /dev/null: slurmd neither waits for it nor kills it) with the
+# arguments `--piqc-detached-prolog JOB`, which puts `piqc-slurm prolog` (same
+# timeout) in the background there and returns at once; End is logged with
+# piqc-slurm's exit code when it ends.
 # The Epilog of a job whose Prolog is still in flight waits for it (it finds
 # that root-owned process by those arguments: piqc_slurm/hooks/inflight.py).
 #
@@ -54,7 +55,7 @@ note() {
 detached=
 if [ "$verb" = prolog ] && [ "${1:-}" = --piqc-detached-prolog ]; then
     detached=1
-    job=$2
+    job=$(printf '%s' "${2:-unknown}" | /usr/bin/tr -c 'A-Za-z0-9_.+-' '_')
 else
     job=$(printf '%s' "${SLURM_JOB_ID:-unknown}" | /usr/bin/tr -c 'A-Za-z0-9_.+-' '_')  # one log line, whatever it holds
     note "$verb Begin job=$job node=${SLURMD_NODENAME:-?}"
@@ -68,8 +69,11 @@ if [ ! -x "$PIQC_BIN" ]; then
     exit 0
 fi
 if [ "$verb" = prolog ] && [ -z "$detached" ] && [ -x /usr/bin/setsid ] && [ -r "$0" ]; then
-    # "$0" is this file (slurmd execs it by its path); $job is sanitised above and goes as one argument
-    if /usr/bin/setsid -f /bin/sh "$0" --piqc-detached-prolog "$job" </dev/null >/dev/null 2>&1; then
+    # "$0" is this file (slurmd execs it by its path); $job is sanitised above and goes as one argument.
+    # setsid in the foreground: the copy is in its own session before this returns, and it returns
+    # at once (its work goes to the background there), so slurmd's kill of this hook's process
+    # group on exit cannot reach it (`setsid -f` would race that kill).
+    if /usr/bin/setsid /bin/sh "$0" --piqc-detached-prolog "$job" </dev/null >/dev/null 2>&1; then
         exit 0
     fi
     note "$verb job=$job: cannot start detached, running in the job's path"
@@ -78,12 +82,19 @@ fi
 # goes to PIQC_HOOK_LOG if set. Never to slurmd's pipes.
 out=/dev/null
 [ -n "${PIQC_HOOK_LOG:-}" ] && out=$PIQC_HOOK_LOG
-/usr/bin/timeout -k 2 "${PIQC_TIMEOUT:-$default_timeout}" "$PIQC_BIN" "$verb" </dev/null >>"$out" 2>&1
-rc=$?
-case $rc in
-    0) why= ;;
-    124|137) why=" (timed out)" ;;
-    *) why=" (failed; see syslog)" ;;
-esac
-note "$verb End job=$job rc=$rc$why exit=0"
+run_piqc() {
+    /usr/bin/timeout -k 2 "${PIQC_TIMEOUT:-$default_timeout}" "$PIQC_BIN" "$verb" </dev/null >>"$out" 2>&1
+    rc=$?
+    case $rc in
+        0) why= ;;
+        124|137) why=" (timed out)" ;;
+        *) why=" (failed; see syslog)" ;;
+    esac
+    note "$verb End job=$job rc=$rc$why exit=0"
+}
+if [ -n "$detached" ]; then
+    run_piqc &   # in this copy's own session; the copy exits now, its caller with it
+    exit 0
+fi
+run_piqc
 exit 0

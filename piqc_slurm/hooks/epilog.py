@@ -91,11 +91,10 @@ def _run_key(spool: Spool, ctx: JobContext) -> str:
 
 
 def _prolog_unfinished(run_dir: Path) -> bool:
-    """True when the Prolog's record is incomplete: no job.json, or a sampler context without the
-    sampler's pid file (hooks/prolog.py writes job.json, then context.json, then starts the sampler)."""
-    if not (run_dir / "job.json").is_file():
-        return True
-    return (run_dir / "context.json").is_file() and not (run_dir / "sampler.pid").is_file()
+    """True when the Prolog may not have finished: no sampler pid file (hooks/prolog.py writes
+    job.json, then context.json, then starts the sampler; an unmonitored job never gets one, and
+    costs one look through /proc)."""
+    return not (run_dir / "sampler.pid").is_file()
 
 
 def run(env: dict[str, str], cfg, now: float | None = None) -> str:

@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import html
 import json
 import os
 import re
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -782,3 +784,30 @@ def test_a_users_process_never_counts_as_a_prolog_in_flight():
         for p in (users, roots, other):
             p.kill()
             p.wait()
+
+
+def test_the_detached_prolog_survives_slurmds_kill_of_the_hooks_process_group(tmp_path):
+    """slurmd kills the hook's process group as soon as the hook exits (SLURM-FACTS.md): the wrapper
+    returns only once its detached copy is in a session of its own, so that kill reaches nothing.
+    (Without the new session the kill takes piqc-slurm prolog and this fails; the narrower race of
+    `setsid -f`, whose child may not have left the group yet, is seldom provoked here.)"""
+    fake = _fake_piqc(tmp_path)
+    env_file = tmp_path / "piqc-env"
+    env_file.write_text(f"export PIQC_BIN={fake}\nexport PIQC_HOOK_LOG={tmp_path}/hook.log\n")
+    hook = _hook(tmp_path, env_file)
+    for n in range(10):  # a race: try it more than once
+        proc = subprocess.Popen(["/bin/sh", str(hook)], cwd=tmp_path, process_group=0,
+                                env={"SLURM_SCRIPT_CONTEXT": "prolog_slurmd", "SLURM_JOB_ID": str(4200 + n)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert proc.wait(timeout=30) == 0
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what slurmd's run_command does next
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        calls = (tmp_path / "calls.jsonl").read_text().splitlines() if (tmp_path / "calls.jsonl").exists() else []
+        ends = [ln for ln in (tmp_path / "hook.log").read_text().splitlines() if "prolog End" in ln]
+        if len(calls) == 10 and len(ends) == 10:
+            break
+        time.sleep(0.05)
+    assert len(calls) == 10 and len(ends) == 10, (calls, ends)
+    assert all(ln.endswith("rc=0 exit=0") for ln in ends)
