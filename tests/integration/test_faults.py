@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -338,11 +339,16 @@ def test_requeued_job_is_two_runs_not_one_merged_record(cluster, tmp_path):
         time.sleep(0.2)
     time.sleep(3)
     cluster.run(["scontrol", "requeue", str(job)])
+    requeued = time.time()
     # Slurm holds a requeued job back (BeginTime) for a while; let it start again now
     deadline = time.monotonic() + 30
     while cluster.run(["squeue", "-h", "-j", str(job), "-o", "%T"]).stdout.strip() != "PENDING":
         assert time.monotonic() < deadline, "requeued job never pending"
         time.sleep(0.3)
+    # ... but not within the second of the requeue: slurmd revokes the old run's credential at a
+    # whole second, and a launch in that same second is refused (seen in CI, 2026-12-03: slurmctld
+    # "Killing non-startable batch JobId=416: Job credential revoked", the run FAILED 1:0)
+    time.sleep(max(0.0, math.floor(requeued) + 1.2 - time.time()))
     cluster.run(["scontrol", "update", f"jobid={job}", "StartTime=now"])
     cluster.wait(job, states=("COMPLETED",), timeout=300)
     shared = cluster.dir / "piqc" / "shared-spool" / cluster.node

@@ -254,3 +254,20 @@ def test_context_dataclass_defaults_match_config_defaults() -> None:
     for key in ("interval", "process_interval", "checkpoint_interval", "timeline_bin", "active_util",
                 "orphan_check", "max_device_errors"):
         assert getattr(ctx, key) == sampler[key].default, key
+
+
+def test_read_timeline_one_pass_and_line_by_line_agree(tmp_path: Path) -> None:
+    """The one-pass parse is taken only for one object per line; anything else is read line by line,
+    stopping at the first line that is not JSON and skipping JSON that is not an object."""
+    p = tmp_path / "timeline.jsonl"
+    p.write_text('{"t": 0, "gpu": 0}\n{"t": 0, "gpu": 1}\n')
+    assert read_timeline(p) == [{"t": 0, "gpu": 0}, {"t": 0, "gpu": 1}]
+    p.write_text('{"t": 0, "gpu": 0}\n[1, 2]\n{"t": 60, "gpu": 0}\n')          # a list: skipped
+    assert read_timeline(p) == [{"t": 0, "gpu": 0}, {"t": 60, "gpu": 0}]
+    assert read_timeline(p, 2) == [{"t": 0, "gpu": 0}, {"t": 60, "gpu": 0}]   # the count is of objects
+    p.write_text('{"t": 0, "gpu": 0}\n{"t": 6\n{"t": 60, "gpu": 0}\n')         # torn mid-file: stop there
+    assert read_timeline(p) == [{"t": 0, "gpu": 0}]
+    p.write_text('{"t": 0, "gpu": 0},{"t": 1, "gpu": 0}\n{"t": 60, "gpu": 0}\n')  # two on a line: not JSON
+    assert read_timeline(p) == []
+    p.write_bytes(b'{"t": 0, "gpu": 0}\n{"t": 60, "n": "\xff"}\n')              # not UTF-8: stop there
+    assert read_timeline(p) == [{"t": 0, "gpu": 0}]
