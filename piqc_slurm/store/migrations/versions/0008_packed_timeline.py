@@ -1,6 +1,6 @@
 """packed timeline: table timeline holds one row per summary and GPU (t0, step, n and a zlib blob of
 util, memory and power arrays: piqc_slurm/store/timeline.py) instead of one per GPU per bin, the old
-rows packed into it; indexes on jobs.array_job_id and jobs.het_job_id (`piqc-slurm sacct -j`).
+rows packed into it; indexes on jobs.job_id_raw, array_job_id and het_job_id (`piqc-slurm sacct -j`).
 The table is made anew under another name, filled and renamed: on PostgreSQL its grants and
 row-level security policies go with the old one (re-run sql/postgres-rls.sql and the push role's
 GRANT lines after `db upgrade`). Downgrade unpacks the rows again (readings as whole numbers,
