@@ -14,8 +14,9 @@ complete, waits (bounded) for every root-owned process whose argv holds
 running but cannot be seen. Only root's processes count: a user's process
 with that argv cannot delay an Epilog.
 
-Standard library only; the Epilog calls it only when the run dir is
-incomplete, so the common path reads nothing from /proc.
+Standard library and sampler/procs.py's /proc listing only; the Epilog calls
+it only when the run dir is incomplete, so the common path reads nothing from
+/proc.
 """
 
 from __future__ import annotations
@@ -33,15 +34,11 @@ kill grace (2 s), with a margin; well inside the Epilog's own 30 s."""
 
 def prologs_in_flight(job_id: int, proc_root: str = "/proc") -> list[int]:
     """Pids of root's detached Prolog wrappers of `job_id`."""
+    from piqc_slurm.sampler.procs import pid_names
+
     want = b"%s\0%d\0" % (MARK, job_id)
     found = []
-    try:
-        entries = os.listdir(proc_root)
-    except OSError:
-        return []
-    for name in entries:
-        if not (name.isascii() and name.isdigit()):
-            continue
+    for name in pid_names(proc_root):
         base = os.path.join(proc_root, name)
         try:
             if os.stat(base).st_uid != 0:

@@ -56,6 +56,15 @@ def job_of_environ(data: bytes) -> int | None:
     return None
 
 
+def pid_names(proc_root: str = "/proc") -> list[str]:
+    """The process directories' names under proc_root (none if it cannot be listed)."""
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return []
+    return [name for name in entries if name.isascii() and name.isdigit()]
+
+
 def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
@@ -90,13 +99,7 @@ def is_stepd_of(cmdline: bytes, job_id: int) -> bool:
 def stepd_pids(job_id: int, proc_root: str = "/proc") -> list[int]:
     """Pids of every slurmstepd of `job_id`, by process title."""
     found = []
-    try:
-        entries = os.listdir(proc_root)
-    except OSError:
-        return []
-    for name in entries:
-        if not (name.isascii() and name.isdigit()):
-            continue
+    for name in pid_names(proc_root):
         cmdline = _read(os.path.join(proc_root, name, "cmdline"))
         if cmdline and is_stepd_of(cmdline, job_id):
             found.append(int(name))
@@ -160,13 +163,7 @@ class JobWatch:
 
 def slurmd_running(proc_root: str = "/proc") -> bool:
     """True if a process whose argv[0] is `slurmd` (any directory) exists under proc_root."""
-    try:
-        entries = os.listdir(proc_root)
-    except OSError:
-        return False
-    for name in entries:
-        if not (name.isascii() and name.isdigit()):
-            continue
+    for name in pid_names(proc_root):
         cmdline = _read(os.path.join(proc_root, name, "cmdline"))
         if cmdline and os.path.basename(cmdline.split(b"\0", 1)[0]) == b"slurmd":
             return True
