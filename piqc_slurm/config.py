@@ -77,6 +77,8 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
                                         minimum=0.1),
         "push_jitter": Setting(float, 2.0, "Random delay (s) before a push, to spread a wave of Epilogs.",
                                minimum=0.0),
+        "push_detached": Setting(bool, True, "With delivery = push: push from a detached process once the "
+                                 "summary is spooled, so slurmd frees the node without waiting on the store."),
         "retry_backlog": Setting(int, 5, "After delivering its own summary, the Epilog retries at most this many "
                                  "older outbox summaries (oldest first, within its time); 0: never.", minimum=0),
     },

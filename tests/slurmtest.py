@@ -142,6 +142,18 @@ class Cluster:
             time.sleep(0.2)
         raise TimeoutError(f"no '{verb} End job={job_id}' in the hook log")
 
+    def wait_hook_line(self, job_id: int, text: str, timeout: float = 30) -> str:
+        """The first hook-log line of this job holding `text` (a detached push logs after End)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [ln for ln in self.hook_lines(job_id) if text in ln]
+            if found:
+                return found[0]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no line with {text!r} for job {job_id} in the hook log:\n"
+                                   f"{self.hook_log()[-2000:]}")
+            time.sleep(0.2)
+
     def hook_lines(self, job_id: int) -> list[str]:
         return [ln for ln in self.hook_log().splitlines() if f"job={job_id}" in ln]
 

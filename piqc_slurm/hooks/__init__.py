@@ -33,7 +33,7 @@ def run_hook(verb: str, env: dict[str, str] | None = None) -> int:
             from piqc_slurm.logsetup import hook_logger
 
             hook_logger(env, use_syslog=cfg["syslog"], level=cfg["log_level"])  # for library code's warnings
-        what = run(env, cfg)
+        what = run(env, cfg) if verb == "prolog" else run(env, cfg, detach=True)
         log.info("%s job=%s: %s (%.0f ms)", verb, job, what, (time.monotonic() - t0) * 1000)
     except BaseException as exc:  # noqa: BLE001 - a hook must never fail the job
         try:

@@ -83,6 +83,49 @@ def push(spool: Spool, key: str, db_url: str, connect_timeout: float, jitter: fl
     return "pushed to the store"
 
 
+def spawn_detached(ready_timeout: float = 2.0) -> int:
+    """Fork a child in a session of its own: the child gets 0, the parent the child's pid, once
+    the child has left the hook's process group and session (slurmd kills that group when the
+    hook exits; the wait makes that kill unable to reach the child). The child's stdin, and its
+    stdout/stderr unless they are plain files (the wrapper's PIQC_HOOK_LOG), go to /dev/null:
+    it holds no pipe of slurmd's or a caller's open. OSError where no child can be made."""
+    import select
+    import stat
+
+    r, w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        raise
+    if pid == 0:
+        os.close(r)
+        try:
+            os.setsid()
+        except OSError:
+            pass  # already a session leader: still out of the hook's group
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        for fd in (1, 2):
+            try:
+                plain = stat.S_ISREG(os.fstat(fd).st_mode)
+            except OSError:
+                plain = False
+            if not plain:
+                os.dup2(null, fd)
+        os.close(null)
+        os.write(w, b"1")
+        os.close(w)
+        return 0
+    os.close(w)
+    try:
+        select.select([r], [], [], ready_timeout)
+    finally:
+        os.close(r)
+    return pid
+
+
 def deliver(spool: Spool, key: str, node: str, cfg, jitter: float | None = None) -> str:
     mode = cfg["delivery"]
     if mode == "spool-only":

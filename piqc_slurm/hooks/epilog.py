@@ -97,13 +97,16 @@ def _prolog_unfinished(run_dir: Path) -> bool:
     return not (run_dir / "sampler.pid").is_file()
 
 
-def run(env: dict[str, str], cfg, now: float | None = None) -> str:
+def run(env: dict[str, str], cfg, now: float | None = None, detach: bool = False) -> str:
+    """The Epilog's work; a one-line account. `detach`: a push may go to a detached child
+    (`epilog.push_detached`); only the command's own process passes it (run_hook), never a caller
+    that would get a second copy of itself back."""
     # The job's end, as near as the Epilog can tell: taken before the sampler is stopped.
     t0 = time.monotonic()
     now = time.time() if now is None else now
     ctx = from_env(env, cfg["cluster"])
     try:
-        what = _run(ctx, env, cfg, now, t0)
+        what = _run(ctx, env, cfg, now, t0, detach)
     finally:  # every job's, GPUs or not: the SPANK plugin records one for every batch job
         from piqc_slurm.hooks.jobinfo import discard
 
@@ -111,7 +114,7 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
     return f"{what}; {left}" if left else what
 
 
-def _run(ctx: JobContext, env: dict[str, str], cfg, now: float, t0: float) -> str:
+def _run(ctx: JobContext, env: dict[str, str], cfg, now: float, t0: float, detach: bool = False) -> str:
     if not ctx.gpus:
         return "no GPUs: nothing to summarise"
     spool = Spool(cfg["spool_dir"])
@@ -178,24 +181,57 @@ def _run(ctx: JobContext, env: dict[str, str], cfg, now: float, t0: float) -> st
             notes.append(_user_report(ctx, summary, spool, cfg, out_key, catalog))
         except Exception as exc:  # noqa: BLE001 - the report must not stop the delivery
             notes.append(f"report failed: {exc}")
-    delivered = False
-    if in_outbox:
-        try:
-            from piqc_slurm.hooks.deliver import deliver
-
-            notes.append(deliver(spool, out_key, ctx.node, cfg))
-            delivered = True
-        except Exception as exc:  # noqa: BLE001 - it stays spooled for ingest to replay
-            notes.append(f"delivery failed, stays spooled: {exc}")
     _remove_run_dir(run_dir)
-    if delivered:
-        from piqc_slurm.hooks.deliver import retry_backlog
-
-        try:
-            notes.append(retry_backlog(spool, ctx.node, cfg, t0 + time_budget(env) - RESERVE))
-        except Exception as exc:  # noqa: BLE001 - the backlog waits for the next Epilog
-            notes.append(f"backlog: {exc}")
+    if in_outbox:
+        deadline = t0 + time_budget(env) - RESERVE
+        if detach and cfg["delivery"] == "push" and cfg["epilog.push_detached"]:
+            notes.append(_push_detached(spool, out_key, ctx, cfg, deadline))
+        else:
+            notes.append(_deliver_and_retry(spool, out_key, ctx, cfg, deadline))
     return "; ".join(n for n in notes if n)
+
+
+def _deliver_and_retry(spool: Spool, out_key: str, ctx: JobContext, cfg, deadline: float) -> str:
+    """Deliver this run's summary, then (on success) retry the outbox's backlog until `deadline`."""
+    from piqc_slurm.hooks.deliver import deliver, retry_backlog
+
+    try:
+        notes = [deliver(spool, out_key, ctx.node, cfg)]
+    except Exception as exc:  # noqa: BLE001 - it stays spooled for ingest to replay
+        return f"delivery failed, stays spooled: {exc}"
+    try:
+        notes.append(retry_backlog(spool, ctx.node, cfg, deadline))
+    except Exception as exc:  # noqa: BLE001 - the backlog waits for the next Epilog
+        notes.append(f"backlog: {exc}")
+    return "; ".join(n for n in notes if n)
+
+
+def _push_detached(spool: Spool, out_key: str, ctx: JobContext, cfg, deadline: float) -> str:
+    """The push off the node's path (epilog.push_detached): the summary is in the outbox already,
+    so a child in its own session pushes it (and the backlog) while the Epilog returns and slurmd
+    frees the node. The child logs its own line (`epilog job=N: detached push: ...`) and is killed
+    by SIGALRM at the hook's deadline; where no child can be made, the push runs here."""
+    from piqc_slurm.hooks.deliver import spawn_detached
+
+    t = time.monotonic()
+    try:
+        pid = spawn_detached()
+    except OSError as exc:
+        log.warning("job %d: cannot detach the push (%s): pushing in the Epilog", ctx.job_id, exc)
+        return _deliver_and_retry(spool, out_key, ctx, cfg, deadline)
+    if pid:
+        return f"push detached (pid {pid})"
+    rc = 0
+    try:  # the child: never returns
+        signal.alarm(max(1, int(deadline - time.monotonic() + RESERVE - 1)))
+        what = _deliver_and_retry(spool, out_key, ctx, cfg, deadline)
+        log.info("epilog job=%d: detached push: %s (%.0f ms)", ctx.job_id, what, (time.monotonic() - t) * 1000)
+    except BaseException as exc:  # noqa: BLE001 - it stays spooled; the next Epilog or ingest replays it
+        log.error("epilog job=%d: detached push failed, stays spooled: %s: %s", ctx.job_id, type(exc).__name__, exc)
+        rc = 1
+    finally:
+        logging.shutdown()
+        os._exit(rc)
 
 
 def _deliver_spooled(spool: Spool, run_dir: Path, out_key: str, ctx: JobContext, cfg) -> str:

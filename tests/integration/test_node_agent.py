@@ -148,7 +148,40 @@ def test_store_unreachable_summary_stays_in_spool(cluster):
     assert line.endswith("rc=0 exit=0")
     s = cluster.wait_summary(job, where="outbox")
     assert s["job_id"] == job
-    assert any("delivery failed, stays spooled" in ln for ln in cluster.hook_lines(job))
+    # the push runs detached (epilog.push_detached): its failure is logged after the wrapper's End
+    assert "detached push: delivery failed, stays spooled" in cluster.wait_hook_line(job, "delivery failed")
+    assert any("push detached (pid " in ln for ln in cluster.hook_lines(job))
+
+
+def test_a_detached_push_outlives_the_epilog_and_lands_in_the_store(cluster, tmp_path):
+    """Under the real slurmd (which kills the Epilog's process group when the wrapper exits): the
+    Epilog hands the push to a child in its own session and returns; the child still pushes the
+    summary into the store, moves it to delivered/ and logs its line."""
+    import sqlite3
+
+    cfg = Path(cluster.env["PIQC_CONFIG"])
+    store = tmp_path / "push.db"
+    r = cluster.run([cluster.env["PIQC_BIN"], "--db", f"sqlite:///{store}", "db", "init"], check=False)
+    assert r.returncode == 0, r.stderr
+    os.chmod(tmp_path, 0o755)
+
+    def to_push(text: str) -> str:
+        text = text.replace('delivery = "shared-spool"', 'delivery = "push"')
+        text = re.sub(r'^db = .*$', f'db = "sqlite:///{store}"', text, flags=re.M)
+        return text + "\n[epilog]\npush_jitter = 0.5\n"
+
+    with cluster.patched(cfg, to_push):
+        job = cluster.submit(workload(2, [0]), "--gres=gpu:1", "-o", "/dev/null", name="t-push-ok")
+        cluster.wait(job, timeout=60)
+        assert cluster.wait_hook("epilog", job).endswith("rc=0 exit=0")
+        line = cluster.wait_hook_line(job, "detached push")
+    assert "detached push: pushed to the store" in line, line
+    assert any("push detached (pid " in ln for ln in cluster.hook_lines(job))
+    with sqlite3.connect(store) as db:
+        rows = db.execute("SELECT count(*) FROM node_summaries WHERE job_id_raw = ?", (job,)).fetchone()[0]
+    assert rows == 1
+    delivered = Path(cluster.dir / "piqc" / "spool" / "delivered")
+    assert list(delivered.glob(f"{cluster.cluster_name}.{job}.0.*.summary.json"))
 
 
 def spank_loaded(cluster) -> bool:

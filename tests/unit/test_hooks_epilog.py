@@ -167,6 +167,68 @@ def test_no_retry_when_this_jobs_own_push_fails(tmp_path):
     assert "delivery failed, stays spooled" in what and "backlog" not in what
 
 
+def _stored_jobs(url: str) -> list[int]:
+    engine = open_engine(url, mode="read")
+    try:
+        with Session(engine) as s:
+            return sorted(s.execute(select(NodeSummary.job_id_raw)).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_a_detached_push_lets_the_epilog_return_while_the_store_is_locked_then_delivers(tmp_path):
+    """`piqc-slurm epilog` (the command slurmd's wrapper runs) with delivery = push: the store is
+    held under an exclusive lock, so a push in the Epilog's own path would block on it (and fail
+    after SQLite's busy timeout). The Epilog returns 0 while the lock is held, the summary still in
+    the outbox; once the lock goes, the detached child pushes it, moves it to delivered/, and logs
+    its own line."""
+    import sqlite3
+    import sys
+
+    db = tmp_path / "store.db"
+    url = f"sqlite:///{db}"
+    open_engine(url, mode="create").dispose()
+    env, _ = setup(tmp_path, delivery="push", db=url, **{"epilog.retry_backlog": 0})
+    spool = tmp_path / "spool"
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    log = tmp_path / "hook.log"
+    try:
+        with open(log, "wb") as err:
+            r = subprocess.run([sys.executable, "-m", "piqc_slurm", "epilog"], env={**env, "PATH": os.defpath},
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, timeout=60)
+        assert r.returncode == 0
+        left = names(spool / "outbox")  # its one summary, not pushed yet
+        assert len(left) == 1 and left.pop().startswith(f"{JOB}.") and not (spool / "delivered").exists()
+        text = log.read_text()
+        assert "epilog job=74: " in text and "push detached (pid " in text
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "detached push" not in log.read_text():
+        time.sleep(0.05)
+    text = log.read_text()
+    assert "epilog job=74: detached push: pushed to the store" in text, text
+    assert _stored_jobs(url) == [74]
+    assert names(spool / "outbox") == set() and len(names(spool / "delivered")) == 1
+
+
+def test_with_push_detached_off_the_epilog_pushes_in_its_own_path(tmp_path):
+    url = f"sqlite:///{tmp_path}/store.db"
+    open_engine(url, mode="create").dispose()
+    env, _ = setup(tmp_path, delivery="push", db=url, **{"epilog.push_detached": False})
+    log = tmp_path / "hook.log"
+    with open(log, "wb") as err:
+        import sys
+
+        r = subprocess.run([sys.executable, "-m", "piqc_slurm", "epilog"], env={**env, "PATH": os.defpath},
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, timeout=60)
+    assert r.returncode == 0
+    assert _stored_jobs(url) == [74]  # in the store as the command returns
+    assert "pushed to the store" in log.read_text() and "detached" not in log.read_text()
+
+
 # ---- a summary that cannot be spooled ----------------------------------------------------------------
 
 def test_a_full_disk_loses_the_summary_logged_and_counted(tmp_path, monkeypatch, caplog):
