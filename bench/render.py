@@ -19,7 +19,8 @@ from pathlib import Path
 HEADLINE = (
     "hooks.prolog", "hooks.prolog.ratio", "hooks.prolog.sampler_started", "hooks.epilog.live",
     "hooks.epilog.spool.7day", "hooks.epilog.spool.flat",
-    "hooks.epilog.sqlite.7day", "hooks.epilog.sqlite.flat", "hooks.epilog.postgresql.7day",
+    "hooks.epilog.sqlite.7day", "hooks.epilog.sqlite.7day.delivered", "hooks.epilog.sqlite.flat",
+    "hooks.epilog.postgresql.7day", "hooks.epilog.postgresql.7day.delivered",
     "hooks.epilog.postgresql.flat",
     "sampler.cpu.1s.gpm_on", "sampler.cpu.1s.gpm_off", "sampler.rss.1s.gpm_on", "sampler.cpu.0.1s.gpm_on",
     "store.ingest.sqlite", "store.ingest.postgresql", "store.analyze.sqlite", "store.analyze.postgresql",
