@@ -11,7 +11,10 @@ full, read-only or broken outbox) is logged as `lost summary KEY: [Errno N]
 ...` and counted in `spool_dir/lost.count` where that file can still be
 written. After a successful delivery, older outbox summaries are retried
 within what is left of the hook's time (`PIQC_TIMEOUT`, as the wrapper
-epilog/piqc-hook.sh kills at; deliver.py).
+epilog/piqc-hook.sh kills at; deliver.py). With delivery = push and
+`epilog.push_detached`, the delivery and the retries run in a child in its own
+session once the summary is spooled, and the Epilog returns without waiting
+on the store (`_push_detached`).
 """
 
 from __future__ import annotations
