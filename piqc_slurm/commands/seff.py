@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from piqc_slurm.commands import load_config, open_store, store_url
+from piqc_slurm.commands import load_config, store_url
 
 
 def register(group: click.Group) -> None:
@@ -39,8 +39,8 @@ def register(group: click.Group) -> None:
 
         cfg = load_config(ctx)
         url = store_url(ctx, cfg)
-        click.echo(run(lambda: open_store(ctx, cfg, "read"), url, cfg, jobid, cluster=cluster,
-                       caller=Caller.current(), now=int(time.time()), as_json=as_json, live=read_live), nl=False)
+        click.echo(run(url, cfg, jobid, cluster=cluster, caller=Caller.current(), now=int(time.time()),
+                       as_json=as_json, live=read_live), nl=False)
 
 
 def read_live(job: dict, cfg, catalog, spool_dir: str | None = None):

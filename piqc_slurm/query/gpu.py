@@ -31,21 +31,32 @@ from piqc_slurm.usage.cost import job_cost, money, money_text, parts_of
 from piqc_slurm.usage.prices import PriceBook
 from piqc_slurm.usage.utilization import GpuStats, fold, idle_share, util_over_allocation
 
-_GPU_SQL = ('SELECT s."job_ref", s."id", g."seconds", g."util_mean", g."did_work", g."mem_used_max_mib", '
-            'g."energy_j", g."gpu_type" FROM node_summaries s JOIN gpu_usage g ON g."summary_id" = s."id" '
+_STAT_COLUMNS = ("seconds", "util_mean", "did_work", "mem_used_max_mib", "energy_j", "gpu_type")
+_GPU_SQL = ('SELECT s."id", {cols}, s."job_ref" FROM node_summaries s JOIN gpu_usage g ON g."summary_id" = s."id" '
             'WHERE s."job_ref" IN ({ids})')
-_KEYS = ("job_ref", "node", "seconds", "util_mean", "did_work", "mem_used_max_mib", "energy_j", "gpu_type")
 
 
-def load_gpu_stats(reader: Reader, job_refs: Sequence[int]) -> dict[int, GpuStats]:
-    """GpuStats per jobs.id for the given ids (absent: no sampler data)."""
+def load_gpu_stats(reader: Reader, job_refs: Sequence[int],
+                   columns: Sequence[str] = _STAT_COLUMNS) -> dict[int, GpuStats]:
+    """GpuStats per jobs.id for the given ids (absent: no sampler data). `columns`: the gpu_usage
+    columns to read (of usage.utilization.ROW_FIELDS); fold sees the others as unset, so a caller
+    that prints only some fields reads only their inputs."""
     if not job_refs:
         return {}
+    cols = [c for c in _STAT_COLUMNS if c in columns]
+    keys = ("node", *cols)  # zip stops there: the row's last value is its job_ref
     params = {f"r{i}": r for i, r in enumerate(job_refs)}
+    sql = _GPU_SQL.format(cols=", ".join([f'g."{c}"' for c in cols] or ["1"]),
+                          ids=", ".join(f":{k}" for k in params))
     by_job: dict[int, list[dict]] = {}
-    for row in reader.all(_GPU_SQL.format(ids=", ".join(f":{k}" for k in params)), params):
-        d = dict(zip(_KEYS, row, strict=True))
-        by_job.setdefault(d["job_ref"], []).append(d)
+    for row in reader.all(sql, params):
+        ref = row[-1]
+        d = dict(zip(keys, row))  # noqa: B905 - shorter on purpose (job_ref left out)
+        rows = by_job.get(ref)
+        if rows is None:
+            by_job[ref] = [d]
+        else:
+            rows.append(d)
     return {ref: fold(rows) for ref, rows in by_job.items()}
 
 

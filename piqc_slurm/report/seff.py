@@ -14,18 +14,17 @@ live checkpoint is the command's (commands/seff.py)."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from piqc_slurm.query.gpu import GpuValues
 from piqc_slurm.query.jobids import JobSel
+from piqc_slurm.query.store import Reader
 from piqc_slurm.slurm.parse import format_elapsed
-from piqc_slurm.store.models import GpuUsage, Job, NodeSummary
 from piqc_slurm.usage import efficiency as eff
 from piqc_slurm.usage.cost import money
 from piqc_slurm.usage.outcome import base_state
@@ -53,54 +52,107 @@ class JobView:
     steps: tuple[str, ...] | None = None   # seff 1234.1: only these steps count
 
 
-def _cols(row) -> dict[str, Any]:
-    return {c.name: getattr(row, c.name) for c in row.__table__.columns}
+# The store reads: constant text SQL through query.store.Reader, as `piqc-slurm sacct` reads (no
+# SQLAlchemy: its import and the models' would cost seff ~0.2 s); every value is a bound :parameter.
+# The column lists are store/models.py's (tests/unit/test_seff_store.py keeps them equal); JSON
+# columns come back as text on SQLite, booleans as 0/1 there: _record gives what the models' types give.
+_JOBS = ('SELECT "id", "cluster", "job_id_raw", "submit", "job_id", "array_job_id", "array_task_id", "het_job_id", '
+         '"het_job_offset", "name", "user", "uid", "account", "partition", "qos", "state", "state_by", "exit_code", '
+         '"derived_exit_code", "eligible", "start", "end", "elapsed", "timelimit", "alloc_cpus", "alloc_nodes", '
+         '"alloc_mem_mib", "alloc_gpus", "gpu_type", "alloc_tres", "nodelist", "work_dir", "comment", "exit_signal", '
+         '"restarts", "total_cpu_s", "req_gpus", "extra", "steps" FROM jobs')
+# load_job's candidates, newest allocation first; :cluster NULL: any cluster
+_JOB_WHERE = {
+    "raw": _JOBS + (' WHERE "job_id_raw" = :job AND "cluster" = COALESCE(:cluster, "cluster") '
+                    'ORDER BY "submit" DESC, "array_task_id", "het_job_offset" LIMIT 1'),
+    "array": _JOBS + (' WHERE "array_job_id" = :job AND "cluster" = COALESCE(:cluster, "cluster") '
+                      'ORDER BY "submit" DESC, "array_task_id", "het_job_offset" LIMIT 1'),
+    "het": _JOBS + (' WHERE "het_job_id" = :job AND "cluster" = COALESCE(:cluster, "cluster") '
+                    'ORDER BY "submit" DESC, "array_task_id", "het_job_offset" LIMIT 1'),
+    "task": _JOBS + (' WHERE "array_job_id" = :job AND "array_task_id" = :sub '
+                     'AND "cluster" = COALESCE(:cluster, "cluster") '
+                     'ORDER BY "submit" DESC, "array_task_id", "het_job_offset" LIMIT 1'),
+    "component": _JOBS + (' WHERE "het_job_id" = :job AND "het_job_offset" = :sub '
+                          'AND "cluster" = COALESCE(:cluster, "cluster") '
+                          'ORDER BY "submit" DESC, "array_task_id", "het_job_offset" LIMIT 1'),
+}
+_SUMMARIES = ('SELECT "id", "cluster", "job_id_raw", "restart_count", "node", "started_at", "job_ref", "user", '
+              '"monitor", "interval", "started", "ended", "partial", "partial_reason", "nvml_ok", "nvml_error", '
+              '"gpu_count" FROM node_summaries')   # all but doc, the summary as delivered
+_SUMMARIES_OF = _SUMMARIES + ' WHERE "job_ref" = :ref ORDER BY "node"'
+_GPUS = ('SELECT "id", "summary_id", "minor", "uuid", "name", "gpu_type", "mem_total_mib", "lost", "did_work", '
+         '"samples", "seconds", "util_mean", "util_p50", "util_p95", "util_max", "active_seconds", "mem_util_mean", '
+         '"mem_used_max_mib", "mem_used_mean_mib", "power_mean_w", "energy_j", "process_seconds", '
+         '"job_process_seconds", "util_hist", "power_limit_w", "power_frac_mean", "sm_active_mean", "sm_active_p95", '
+         '"sm_occupancy_mean", "sm_occupancy_p95", "tensor_active_mean", "tensor_active_p95", "dram_active_mean", '
+         '"dram_active_p95" FROM gpu_usage')
+_GPUS_OF = _GPUS + ' WHERE "summary_id" = :summary ORDER BY "minor"'
+_JUDGED = 'SELECT "id" FROM analysis_runs WHERE "since" <= :end AND "until" > :end LIMIT 1'
+_FINDINGS = 'SELECT "code", "sentence", "advice", "waste_usd" FROM findings WHERE "job_ref" = :ref'
+
+JSON_COLUMNS = frozenset({"extra", "steps", "util_hist"})      # the models' JSON columns read here
+BOOL_COLUMNS = frozenset({"partial", "nvml_ok", "lost", "did_work"})  # and their Boolean ones
 
 
-def load_job(session: Session, sel: JobSel, cluster: str | None = None) -> JobView | None:
+def _names(select: str) -> tuple[str, ...]:
+    """The columns a constant `SELECT "a", "b" ... FROM table` lists, in its order."""
+    return tuple(re.findall(r'"(\w+)"', select.partition(" FROM ")[0]))
+
+
+JOB_COLUMNS, SUMMARY_COLUMNS, GPU_COLUMNS = _names(_JOBS), _names(_SUMMARIES), _names(_GPUS)
+
+
+def _record(names: tuple[str, ...], row: tuple) -> dict[str, Any]:
+    """A row as the models' types read it: JSON decoded (text on SQLite; psycopg decodes it), a
+    boolean as bool (0/1 on SQLite), NULL as None."""
+    d = dict(zip(names, row, strict=True))
+    for k in JSON_COLUMNS.intersection(d):
+        if isinstance(d[k], str | bytes):
+            d[k] = json.loads(d[k])
+    for k in BOOL_COLUMNS.intersection(d):
+        if d[k] is not None:
+            d[k] = bool(d[k])
+    return d
+
+
+def load_job(reader: Reader, sel: JobSel, cluster: str | None = None) -> JobView | None:
     """The newest allocation `sel` names: 1234 is the job whose JobIDRaw is 1234 (as seff: for
     an array, the task holding that raw id), else the first task of array 1234 or component 0
-    of het job 1234; 1234_5 a task, 1234+1 a het component."""
-    def newest(*conds):
-        q = select(Job).where(*conds)
-        if cluster:
-            q = q.where(Job.cluster == cluster)
-        return session.execute(q.order_by(Job.submit.desc(), Job.array_task_id, Job.het_job_offset)
-                               .limit(1)).scalar_one_or_none()
+    of het job 1234; 1234_5 a task, 1234+1 a het component. cluster: only that cluster's jobs."""
+    def newest(how: str, **params):
+        rows = reader.all(_JOB_WHERE[how], {"job": sel.job, "cluster": cluster, **params})
+        return _record(JOB_COLUMNS, rows[0]) if rows else None
 
     if sel.task is not None:
-        job = newest(Job.array_job_id == sel.job, Job.array_task_id == sel.task)
+        job = newest("task", sub=sel.task)
     elif sel.het is not None:
-        job = newest(Job.het_job_id == sel.job, Job.het_job_offset == sel.het)
+        job = newest("component", sub=sel.het)
     else:
-        job = (newest(Job.job_id_raw == sel.job) or newest(Job.array_job_id == sel.job)
-               or newest(Job.het_job_id == sel.job))
+        job = newest("raw") or newest("array") or newest("het")
     if job is None:
         return None
-    view = JobView(job=_cols(job), steps=None if sel.step is None else (sel.step,))
-    for s in session.execute(select(NodeSummary).where(NodeSummary.job_ref == job.id)
-                             .order_by(NodeSummary.node)).scalars():
-        view.summaries.append({k: v for k, v in _cols(s).items() if k != "doc"})
-        for g in session.execute(select(GpuUsage).where(GpuUsage.summary_id == s.id)
-                                 .order_by(GpuUsage.minor)).scalars():
-            view.gpus.append({**_cols(g), "node": s.node})
+    view = JobView(job=job, steps=None if sel.step is None else (sel.step,))
+    for r in reader.all(_SUMMARIES_OF, {"ref": job["id"]}):
+        s = _record(SUMMARY_COLUMNS, r)
+        view.summaries.append(s)
+        view.gpus += [{**_record(GPU_COLUMNS, g), "node": s["node"]}
+                      for g in reader.all(_GPUS_OF, {"summary": s["id"]})]
     return view
 
 
-def stored_findings(session: Session, job: dict[str, Any]) -> list[dict[str, Any]] | None:
+def stored_findings(reader: Reader, job: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The job's findings as `analyze` stored them, in the order waste is attributed; None if no
     analysed window holds the job (an empty list: analysed, clean)."""
     from piqc_slurm.analyze.rules import CODES
-    from piqc_slurm.store.models import AnalysisRun, Finding
 
     if job.get("end") is None:
         return None
-    judged = session.execute(select(AnalysisRun.id).where(AnalysisRun.since <= job["end"],
-                                                          AnalysisRun.until > job["end"]).limit(1)).first()
-    rows = session.execute(select(Finding).where(Finding.job_ref == job["id"])).scalars().all()
-    if judged is None and not rows:
+    judged = reader.all(_JUDGED, {"end": job["end"]})
+    rows = reader.all(_FINDINGS, {"ref": job["id"]})
+    if not judged and not rows:
         return None
-    out = [{"code": r.code, "sentence": r.sentence, "advice": r.advice, "waste_usd": r.waste_usd} for r in rows]
+    out = [{"code": code, "sentence": sentence, "advice": advice, "waste_usd": waste}
+           for code, sentence, advice, waste in rows]
     return sorted(out, key=lambda f: CODES.index(f["code"]) if f["code"] in CODES else 99)
 
 
@@ -444,40 +496,36 @@ def _round_gpu(g: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- the command, without click ----------------------------------------------------------------
-def run(engine_for: Callable[[], Any], url: str, cfg, jobid: str, *, cluster: str | None, caller, now: int,
-        as_json: bool = False, live: Callable[..., tuple[Live | None, str | None]] | None = None) -> str:
+def run(url: str, cfg, jobid: str, *, cluster: str | None, caller, now: int, as_json: bool = False,
+        live: Callable[..., tuple[Live | None, str | None]] | None = None) -> str:
     """The report of `jobid` (text, or one JSON object and a newline) for `caller`.
 
-    engine_for: the store's read engine, opened only once the job id is known to be good;
-    live(job, cfg, catalog): a running GPU job's checkpoint figures, or why there are none
-    (commands/seff.py reads the node's spool). UsageError (exit 2) for a bad job id, a job
-    the store does not hold or `caller` may not see, and a step the job does not have."""
-    import json
-
+    url: the store, read through query.store.Reader once the job id is known to be good
+    (StoreError, exit 3, where it cannot be read); live(job, cfg, catalog): a running GPU job's
+    checkpoint figures, or why there are none (commands/seff.py reads the node's spool). UsageError
+    (exit 2) for a bad job id, a job the store does not hold or `caller` may not see, and a step
+    the job does not have."""
     from piqc_slurm.errors import UsageError
     from piqc_slurm.query.access import is_admin
     from piqc_slurm.query.gpu import load_price_book, values_for_job
     from piqc_slurm.query.jobids import parse_jobs
-    from piqc_slurm.query.store import Reader
 
     sels = parse_jobs([jobid])
     if len(sels) != 1:
         raise UsageError(f"Bad job/step specified: {jobid} (seff takes one job id: 1234, 1234_5, 1234+1 or "
                          f"1234.STEP)" if sels else f"Bad job/step specified: {jobid!r}")
     sel = sels[0]
-    engine = engine_for()
-    with Session(engine) as session:
-        view = load_job(session, sel, cluster)
-        stored = stored_findings(session, view.job) if view is not None else None
-    allowed = view is not None and (view.job["user"] == caller.name
-                                    or is_admin(caller, cfg["access.admin_users"], cfg["access.admin_groups"]))
-    if not allowed:
-        raise UsageError(f"job {jobid} not found in the store (ingest first, or it is not yours)")
-    j = view.job
-    if view.steps is not None and not any(s.get("step") in view.steps for s in j.get("steps") or ()):
-        raise UsageError(f"job {j['job_id']} has no step {sel.step} in the store")
     reader = Reader(url)
     try:
+        view = load_job(reader, sel, cluster)
+        allowed = view is not None and (view.job["user"] == caller.name
+                                        or is_admin(caller, cfg["access.admin_users"], cfg["access.admin_groups"]))
+        if not allowed:
+            raise UsageError(f"job {jobid} not found in the store (ingest first, or it is not yours)")
+        j = view.job
+        if view.steps is not None and not any(s.get("step") in view.steps for s in j.get("steps") or ()):
+            raise UsageError(f"job {j['job_id']} has no step {sel.step} in the store")
+        stored = stored_findings(reader, j)
         book = load_price_book(reader, cfg)
         values = values_for_job(reader, j, book, now=now)
     finally:

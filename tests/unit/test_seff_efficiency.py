@@ -17,12 +17,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session
 from test_query_sacct_fixtures import read_case
 
 from piqc_slurm.errors import ParseError
 from piqc_slurm.ingest import ingest
 from piqc_slurm.query.jobids import parse_jobs
+from piqc_slurm.query.store import Reader
 from piqc_slurm.report.seff import load_job
 from piqc_slurm.store import open_engine
 from piqc_slurm.usage import efficiency as eff
@@ -54,8 +54,11 @@ def real_seff(path: Path) -> tuple[dict, dict[str, str]]:
 
 
 def stored(engine, jobid: str):
-    with Session(engine) as s:
-        view = load_job(s, parse_jobs([jobid])[0])
+    reader = Reader(str(engine.url))   # the SQLite file open_engine made
+    try:
+        view = load_job(reader, parse_jobs([jobid])[0])
+    finally:
+        reader.close()
     assert view is not None, jobid
     return view
 

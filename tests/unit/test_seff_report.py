@@ -64,8 +64,7 @@ def store(tmp_path_factory):
 
 
 def report(store, jobid: str, now: int, **kw) -> str:
-    return run(lambda: store["engine"], store["url"], store["cfg"], jobid, cluster=None, caller=kw.pop("caller", ROOT),
-               now=now, **kw)
+    return run(store["url"], store["cfg"], jobid, cluster=None, caller=kw.pop("caller", ROOT), now=now, **kw)
 
 
 def spool_with_checkpoint(root: Path, job: int) -> Path:
@@ -162,11 +161,15 @@ def test_a_running_job_is_labelled_and_gets_the_live_checkpoint(store, tmp_path)
 
 def test_live_figures_are_refused_from_an_unsafe_or_missing_spool(store, tmp_path):
     cfg = store["cfg"]
-    with Session(store["engine"]) as s:
-        from piqc_slurm.query.jobids import parse_jobs
-        from piqc_slurm.report.seff import load_job
+    from piqc_slurm.query.jobids import parse_jobs
+    from piqc_slurm.query.store import Reader
+    from piqc_slurm.report.seff import load_job
 
-        job = load_job(s, parse_jobs([str(SEFF_JOBS["running"])])[0]).job
+    reader = Reader(store["url"])
+    try:
+        job = load_job(reader, parse_jobs([str(SEFF_JOBS["running"])])[0]).job
+    finally:
+        reader.close()
     cat = None
     got, note = read_live(job, cfg, cat, spool_dir=str(tmp_path / "nowhere"))
     assert got is None and "none on this host" in note and f"seff {job['job_id']}` as root on vm" in note
