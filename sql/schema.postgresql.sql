@@ -339,4 +339,12 @@ ALTER TABLE timeline RENAME CONSTRAINT timeline_packed_summary_id_fkey TO timeli
 
 UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num = '0007';
 
+-- Running upgrade 0008 -> 0009
+
+DROP INDEX ix_jobs_account;
+
+CREATE INDEX ix_jobs_account_end ON jobs (lower(account), "end");
+
+UPDATE alembic_version SET version_num='0009' WHERE alembic_version.version_num = '0008';
+
 COMMIT;

@@ -332,3 +332,11 @@ DROP TABLE timeline;
 ALTER TABLE timeline_packed RENAME TO timeline;
 
 UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num = '0007';
+
+-- Running upgrade 0008 -> 0009
+
+DROP INDEX ix_jobs_account;
+
+CREATE INDEX ix_jobs_account_end ON jobs (lower(account), "end");
+
+UPDATE alembic_version SET version_num='0009' WHERE alembic_version.version_num = '0008';

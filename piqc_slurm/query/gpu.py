@@ -22,7 +22,7 @@ it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -202,19 +202,43 @@ class GpuValues:
             "EstElapsed": self.est_elapsed,
         }
 
-    def text(self) -> dict[str, str]:
-        def num(v: float | None, nd: int) -> str:
-            return "" if v is None else f"{v:.{nd}f}"
-        return {
-            "AllocGPUs": str(self.alloc_gpus), "GPUType": self.gpu_type or "",
-            "GPUsUsed": "" if self.gpus_used is None else str(self.gpus_used),
-            "GPUUtilAvg": num(self.util_avg, 1), "GPUMemPeak": num(self.mem_peak_gib, 2),
-            "GPUEnergy": num(self.energy_kwh, 3), "CostUSD": money_text(self.cost_usd),
-            "WasteUSD": money_text(self.waste_usd), "Findings": ",".join(self.findings),
-            "AdviceGPUs": "" if self.advice_gpus is None else str(self.advice_gpus),
-            "AdviceTier": self.advice_tier or "",
-            "EstElapsed": "" if self.est_elapsed is None else _elapsed_text(self.est_elapsed),
-        }
+    def text(self, only: Collection[str] | None = None) -> dict[str, str]:
+        """Each field as a table prints it; `only`: just those fields (a listing renders only what
+        it prints: money() per line adds up over 25,000 lines)."""
+        return {k: f(self) for k, f in _TEXT.items() if only is None or k in only}
+
+
+def _num(v: float | None, nd: int) -> str:
+    return "" if v is None else f"{v:.{nd}f}"
+
+
+_TEXT: dict[str, Callable[[GpuValues], str]] = {
+    "AllocGPUs": lambda v: str(v.alloc_gpus), "GPUType": lambda v: v.gpu_type or "",
+    "GPUsUsed": lambda v: "" if v.gpus_used is None else str(v.gpus_used),
+    "GPUUtilAvg": lambda v: _num(v.util_avg, 1), "GPUMemPeak": lambda v: _num(v.mem_peak_gib, 2),
+    "GPUEnergy": lambda v: _num(v.energy_kwh, 3), "CostUSD": lambda v: money_text(v.cost_usd),
+    "WasteUSD": lambda v: money_text(v.waste_usd), "Findings": lambda v: ",".join(v.findings),
+    "AdviceGPUs": lambda v: "" if v.advice_gpus is None else str(v.advice_gpus),
+    "AdviceTier": lambda v: v.advice_tier or "",
+    "EstElapsed": lambda v: "" if v.est_elapsed is None else _elapsed_text(v.est_elapsed),
+}
+
+
+# What each added field reads: the gpu_usage columns (load_gpu_stats) and whether the findings.
+# A listing that prints some of them reads only these (gpu_values leaves the rest unset).
+FIELD_STATS: dict[str, tuple[str, ...]] = {
+    "AllocGPUs": (), "GPUType": ("gpu_type",), "GPUsUsed": ("did_work",),
+    "GPUUtilAvg": ("seconds", "util_mean"), "GPUMemPeak": ("mem_used_max_mib",), "GPUEnergy": ("energy_j",),
+    "CostUSD": ("gpu_type",),  # price_type: the one type the sampler saw when Slurm named none
+    "WasteUSD": ("did_work",), "Findings": (), "AdviceGPUs": (), "AdviceTier": (), "EstElapsed": (),
+}
+FINDINGS_FIELDS = frozenset({"WasteUSD", "Findings", "AdviceGPUs", "AdviceTier", "EstElapsed"})
+
+
+def stats_columns(names: Iterable[str]) -> tuple[str, ...]:
+    """The gpu_usage columns the added fields `names` need (GPUType and CostUSD: gpu_type)."""
+    wanted = {c for n in names for c in FIELD_STATS.get(n, ())}
+    return tuple(c for c in _STAT_COLUMNS if c in wanted)
 
 
 def gpu_values(job: JobGpu, found: JobFindings | None) -> GpuValues:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -17,12 +17,14 @@ from piqc_slurm.query import fields as F
 from piqc_slurm.query import sacctjson
 from piqc_slurm.query.access import Caller, is_admin, resolve_users
 from piqc_slurm.query.gpu import (
+    FINDINGS_FIELDS,
     FindingsSource,
     StoredFindings,
     gpu_values,
     job_gpu,
     load_gpu_stats,
     load_price_book,
+    stats_columns,
 )
 from piqc_slurm.query.jobids import parse_jobs
 from piqc_slurm.query.render import PARSABLE, PARSABLE2, TABLE, Renderer
@@ -307,7 +309,8 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
     renderer = Renderer(columns, mode, opts.delimiter, times)
     names = [c.field.name for c in columns]
     shaped = opts.json and not opts.json_fields          # sacct's own --json shape
-    want_gpu = shaped or any(n in F.GPU_FIELDS for n in names)
+    gpu_names = frozenset(n for n in names if n in F.GPU_FIELDS)
+    want_gpu = shaped or bool(gpu_names)
     want_eff = shaped or any(n in F.EFF_FIELDS for n in names)
     with_steps = not opts.allocations and not opts.json_fields   # step lines printed (or in JSON)
     with_extra = shaped or want_eff or any(F.BY_NAME[n].verbatim or n in ("CPUTime", "CPUTimeRAW") for n in names)
@@ -330,7 +333,7 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
         elif not opts.noheader:
             out.write(renderer.header())
         for rows in batches:
-            gpu = _gpu_for(reader, rows, now, settings) if want_gpu else {}
+            gpu = _gpu_for(reader, rows, now, settings, None if shaped else gpu_names) if want_gpu else {}
             chunk: list[bytes] = []
             docs: list[dict] = []
             for r in rows:
@@ -356,7 +359,7 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
                     if opts.allocations and extra:
                         extra = {**extra, **_NO_STEP_CPU}
                     if job_line:
-                        text = {**(g.text() if g is not None else {}),
+                        text = {**(g.text(gpu_names) if g is not None else {}),
                                 **{k: "" if v is None else f"{v:.1f}" for k, v in eff.items()}}
                         chunk.append(renderer.line([text[n] if n in F.ADDED_FIELDS else _job_value(n, r, extra, now)
                                                     for n in names]))
@@ -429,9 +432,13 @@ def _check_users(reader: Reader, sel: Selection) -> None:
             raise UsageError(f"Invalid user id: {name}")
 
 
-def _gpu_for(reader: Reader, rows: list[tuple], now: int, settings: Settings) -> dict:
+def _gpu_for(reader: Reader, rows: list[tuple], now: int, settings: Settings,
+             names: Collection[str] | None = None) -> dict:
+    """GpuValues per jobs.id; `names`: the added fields printed (None: all), so only their stats
+    columns are read and the findings only when one of theirs is printed."""
     refs = [r[_IX["id"]] for r in rows]
-    stats = load_gpu_stats(reader, refs)
+    cols = None if names is None else stats_columns(names)
+    stats = load_gpu_stats(reader, refs) if cols is None else load_gpu_stats(reader, refs, cols) if cols else {}
     book = settings.prices
     if book is None:
         book = settings.prices = load_price_book(reader, settings.config)
@@ -439,5 +446,5 @@ def _gpu_for(reader: Reader, rows: list[tuple], now: int, settings: Settings) ->
                     gpu_type=r[_IX["gpu_type"]], alloc_tres=r[_IX["alloc_tres"]] or "",
                     elapsed_s=_elapsed(r, now), partition=r[_IX["partition"]] or "", cpus=r[_IX["alloc_cpus"]] or 0,
                     stats=stats.get(r[_IX["id"]]), book=book) for r in rows]
-    found = settings.findings.for_jobs(reader, jobs)
+    found = settings.findings.for_jobs(reader, jobs) if names is None or FINDINGS_FIELDS.intersection(names) else {}
     return {j.ref: gpu_values(j, found.get(j.ref)) for j in jobs}

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -83,11 +84,14 @@ class Job(Base):
         Index("ix_jobs_user_end", "user", "end"),
         Index("ix_jobs_end", "end"),
         Index("ix_jobs_start", "start"),
-        Index("ix_jobs_account", "account"),
         Index("ix_jobs_job_id_raw", "job_id_raw"),  # 0008: sacct -j by index (uq_jobs_identity leads with cluster)
         Index("ix_jobs_array_job_id", "array_job_id"),  # 0008: sacct -j finds an array's tasks
         Index("ix_jobs_het_job_id", "het_job_id"),  # and a heterogeneous job's components
     )
+
+
+# 0009: sacct -A filters on lower(account) (sacct matches accounts case-blind) within a time window
+Index("ix_jobs_account_end", func.lower(Job.account), Job.end)
 
 
 class NodeSummary(Base):
