@@ -33,10 +33,15 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "setup.sh: creating $VENV" >&2
     "$PYTHON" -m venv "$VENV"
 fi
-# Reinstall when setup.cfg changed since the last install.
-if [ ! -f "$stamp" ] || [ "$REPO/setup.cfg" -nt "$stamp" ]; then
+# Reinstall when setup.cfg, pyproject.toml or this script changed since the last install.
+# editable_mode=compat: the editable install is one path in a .pth file, not setuptools' import
+# finder, whose import at every interpreter start cost 17-23 ms of `python -c pass`'s 40 ms here
+# (every piqc-slurm command pays it; bench/bench_cluster.py floor.python). pyproject.toml pins the
+# setuptools that still has this mode.
+if [ ! -f "$stamp" ] || [ "$REPO/setup.cfg" -nt "$stamp" ] || [ "$REPO/pyproject.toml" -nt "$stamp" ] \
+        || [ "$REPO/docker-slurm/setup.sh" -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e "$REPO[dev]"
+    "$VENV/bin/python" -m pip install -q -e "$REPO[dev]" --config-settings editable_mode=compat
     touch "$stamp"
 fi
 echo "setup.sh: ready ($("$VENV/bin/piqc-slurm" --version))" >&2

@@ -69,7 +69,7 @@ def load_price_book(reader: Reader, cfg) -> PriceBook:
         from piqc_slurm.config import Config, defaults
 
         cfg = Config(defaults())
-    return PriceBook(cfg, load_catalog(), load_overrides(lambda sql: reader.all(sql, {})))
+    return PriceBook(cfg, load_catalog(), load_overrides(lambda query: reader.all(query, {})))
 
 
 @dataclass(frozen=True)

@@ -242,7 +242,8 @@ SQL_ALLOWED = {
     "piqc_slurm/gaps.py:load":
         "{cl} is ':c0, :c1, ...' placeholders from _in(); the cluster names are bound",
     "piqc_slurm/query/gpu.py:load_gpu_stats":
-        "{ids} is ':r0, :r1, ...' placeholders; the job ids are bound",
+        "{ids} is ':r0, :r1, ...' placeholders; the job ids are bound; {cols}: names of the constant "
+        "_STAT_COLUMNS only (a column asked for that is not one of them is left out)",
     "piqc_slurm/query/gpu.py:StoredFindings.for_jobs":
         "{ids} is ':r0, :r1, ...' placeholders; the job ids are bound",
     "piqc_slurm/query/select.py:_state_clause":
