@@ -10,30 +10,25 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from piqc_slurm.errors import UsageError
 from piqc_slurm.query import fields as F
-from piqc_slurm.query import sacctjson
 from piqc_slurm.query.access import Caller, is_admin, resolve_users
-from piqc_slurm.query.gpu import (
-    FINDINGS_FIELDS,
-    FindingsSource,
-    StoredFindings,
-    gpu_values,
-    job_gpu,
-    load_gpu_stats,
-    load_price_book,
-    stats_columns,
-)
 from piqc_slurm.query.jobids import parse_jobs
 from piqc_slurm.query.render import PARSABLE, PARSABLE2, TABLE, Renderer
 from piqc_slurm.query.select import COLUMNS, Selection, build_query, default_window
 from piqc_slurm.query.states import parse_states
 from piqc_slurm.query.store import Reader
 from piqc_slurm.query.timefmt import NO_VAL, TimeFormatter
-from piqc_slurm.usage import efficiency as E
-from piqc_slurm.usage.prices import PriceBook
+
+if TYPE_CHECKING:
+    from piqc_slurm.query.gpu import FindingsSource
+    from piqc_slurm.usage.prices import PriceBook
+
+# query.gpu (prices, costs), usage.efficiency (Slurm's value parsers) and query.sacctjson are
+# imported where a listing needs them: a plain `sacct -j` or window prints none of their fields
+# and did pay 30 ms of imports for them (bench/bench_cluster.py floor.imports_sacct).
 
 _IX = {c: i for i, c in enumerate(COLUMNS)}
 BATCH = 1000
@@ -74,7 +69,7 @@ class Settings:
     admin_users: Sequence[str] = ("root",)
     admin_groups: Sequence[str] = ()
     cluster: str = ""
-    findings: FindingsSource = field(default_factory=StoredFindings)
+    findings: FindingsSource | None = None  # None: query.gpu.StoredFindings
     tres_ids: Mapping[str, int] | None = None  # --json: TRES ids; None: ask sacctmgr (static ids if it fails)
     slurm_version: str | None = None           # --json meta: None: ask sacct -V
 
@@ -226,6 +221,22 @@ _NO_STEP_CPU = {"TotalCPU": "00:00:00", "UserCPU": "00:00:00", "SystemCPU": "00:
 _STEP_TIMES = {"Submit": "submit", "Eligible": "eligible", "Start": "start", "End": "end"}
 
 
+def _line_getters(names: Sequence[str], now: int) -> list[Callable[[tuple, dict, dict], object]]:
+    """Per column, its job-line value from (row, extra, added-field texts): _job_value's choice,
+    made once per listing rather than once per cell (2,000 lines x 7 columns)."""
+    def added(n: str) -> Callable[[tuple, dict, dict], object]:
+        return lambda r, extra, text: text[n]
+
+    def typed(fn: Callable[[tuple, int], object]) -> Callable[[tuple, dict, dict], object]:
+        return lambda r, extra, text: fn(r, now)
+
+    def other(n: str) -> Callable[[tuple, dict, dict], object]:
+        return lambda r, extra, text: _job_value(n, r, extra, now)
+
+    return [added(n) if n in F.ADDED_FIELDS else typed(_SACCT_TEXT[n]) if n in _SACCT_TEXT else other(n)
+            for n in names]
+
+
 def _step_value(name: str, r: tuple, extra: dict, step: dict, now: int) -> object:
     """A sacct field of a step line (jobs.steps; records.StepRecord.to_doc): what the step line
     said, else (absent: the same text) the job line's value; GPU fields belong to the job."""
@@ -253,6 +264,7 @@ def _step_value(name: str, r: tuple, extra: dict, step: dict, now: int) -> objec
 def _eff_values(r: tuple, extra: dict, steps: list[dict], now: int) -> dict[str, float | None]:
     """TimeEff, CPUEff, MemEff of a job (usage/efficiency.py: reportseff's rules) from its stored
     sacct texts: the job line's Timelimit, TotalCPU, ReqMem, NNodes; each step's MaxRSS, NTasks."""
+    from piqc_slurm.usage import efficiency as E
     state = (r[_IX["state"]] or "").split(" ", 1)[0]
     elapsed = _elapsed(r, now)
 
@@ -324,6 +336,8 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
     try:
         _check_users(reader, sel)
         batches = reader.batches(sql, params, BATCH)
+        if opts.json:
+            from piqc_slurm.query import sacctjson
         if shaped:
             ids, version = _slurm_facts(settings)
             head = {"meta": sacctjson.meta(version), "errors": []}
@@ -332,6 +346,8 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
             out.write(b'{"jobs": [')
         elif not opts.noheader:
             out.write(renderer.header())
+        getters = _line_getters(names, now)
+        added = any(n in F.ADDED_FIELDS for n in names)
         for rows in batches:
             gpu = _gpu_for(reader, rows, now, settings, None if shaped else gpu_names) if want_gpu else {}
             chunk: list[bytes] = []
@@ -360,13 +376,12 @@ def run(opts: Options, *, url: str, settings: Settings, caller: Caller, out: IO[
                         extra = {**extra, **_NO_STEP_CPU}
                     if job_line:
                         text = {**(g.text(gpu_names) if g is not None else {}),
-                                **{k: "" if v is None else f"{v:.1f}" for k, v in eff.items()}}
-                        chunk.append(renderer.line([text[n] if n in F.ADDED_FIELDS else _job_value(n, r, extra, now)
-                                                    for n in names]))
+                                **{k: "" if v is None else f"{v:.1f}" for k, v in eff.items()}} if added else {}
+                        chunk.append(renderer.line([get(r, extra, text) for get in getters]))
                     for st in steps:
                         chunk.append(renderer.line([_step_value(n, r, extra, st, now) for n in names]))
                 count += 1
-            for i, doc in enumerate(sacctjson.in_sacct_order(docs)):
+            for i, doc in enumerate(sacctjson.in_sacct_order(docs) if docs else ()):
                 sep = b",\n  " if count - len(docs) + i else b"\n  "
                 chunk.append(sep + json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogateescape"))
             out.write(b"".join(chunk))
@@ -388,6 +403,7 @@ def _slurm_facts(settings: Settings) -> tuple[Mapping[str, int], str | None]:
     import os
 
     from piqc_slurm.errors import SacctError
+    from piqc_slurm.query import sacctjson
     from piqc_slurm.slurm.run import sacct_version, sacctmgr_tres
 
     ids, version = settings.tres_ids, settings.slurm_version
@@ -436,6 +452,16 @@ def _gpu_for(reader: Reader, rows: list[tuple], now: int, settings: Settings,
              names: Collection[str] | None = None) -> dict:
     """GpuValues per jobs.id; `names`: the added fields printed (None: all), so only their stats
     columns are read and the findings only when one of theirs is printed."""
+    from piqc_slurm.query.gpu import (
+        FINDINGS_FIELDS,
+        StoredFindings,
+        gpu_values,
+        job_gpu,
+        load_gpu_stats,
+        load_price_book,
+        stats_columns,
+    )
+
     refs = [r[_IX["id"]] for r in rows]
     cols = None if names is None else stats_columns(names)
     stats = load_gpu_stats(reader, refs) if cols is None else load_gpu_stats(reader, refs, cols) if cols else {}
@@ -446,5 +472,7 @@ def _gpu_for(reader: Reader, rows: list[tuple], now: int, settings: Settings,
                     gpu_type=r[_IX["gpu_type"]], alloc_tres=r[_IX["alloc_tres"]] or "",
                     elapsed_s=_elapsed(r, now), partition=r[_IX["partition"]] or "", cpus=r[_IX["alloc_cpus"]] or 0,
                     stats=stats.get(r[_IX["id"]]), book=book) for r in rows]
+    if settings.findings is None:
+        settings.findings = StoredFindings()
     found = settings.findings.for_jobs(reader, jobs) if names is None or FINDINGS_FIELDS.intersection(names) else {}
     return {j.ref: gpu_values(j, found.get(j.ref)) for j in jobs}

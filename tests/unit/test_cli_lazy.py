@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -47,3 +48,30 @@ def test_a_command_run_loads_only_its_own_module():
     r = subprocess.run([sys.executable, "-m", "piqc_slurm", "no-such-command"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "No such command" in r.stderr, r.stderr
+
+
+def test_a_plain_sacct_listing_does_not_load_prices_efficiency_or_json(tmp_path):
+    """`sacct -j` / a window prints no GPU, efficiency or JSON field: query.gpu, usage.efficiency
+    and query.sacctjson (30 ms of imports, bench floor.imports_sacct) stay unloaded; -o CostUSD loads
+    query.gpu."""
+    db = f"sqlite:///{tmp_path}/piqc.db"
+    code = ("import sys, json\nfrom piqc_slurm import cli\n"
+            "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(m for m in ('piqc_slurm.query.gpu', 'piqc_slurm.usage.efficiency',"
+            " 'piqc_slurm.query.sacctjson', 'piqc_slurm.slurm.records') if m in sys.modules)))")
+
+    def loaded(*args: str) -> list[str]:
+        r = subprocess.run([sys.executable, "-c", code, "--db", db, *args], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.splitlines()[-1])
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "sacct" / "22.05.8" / "completed.ingest.txt"
+    r = subprocess.run([sys.executable, "-m", "piqc_slurm", "--db", db, "ingest", "--create-store", "-q",
+                        "--sacct-file", str(fixture)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    job = fixture.read_text().split(" -j ", 1)[1].split()[0]  # the job its "# command:" line captured
+    assert loaded("sacct", "-a", "-j", job) == []
+    assert loaded("sacct", "-a", "-X", "-S", "2020-01-01", "-E", "now") == []
+    assert loaded("sacct", "-a", "-j", job, "-o", "JobID,CostUSD") == ["piqc_slurm.query.gpu"]
+    assert loaded("sacct", "-a", "-j", job, "-o", "JobID,TimeEff") == ["piqc_slurm.usage.efficiency"]
