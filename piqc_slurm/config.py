@@ -67,6 +67,21 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
         "max_device_errors": Setting(int, 5, "NVML errors in a row (other than GPU lost) after which a GPU counts "
                                      "as lost; fewer are retried with backoff.", minimum=1),
     },
+    "watch": {
+        "enabled": Setting(bool, True, "Run the live rules in the sampler (sampler/watch.py): a notice while the "
+                           "job runs, a syslog line, rule states in the textfile."),
+        "idle_minutes": Setting(float, 30.0, "IDLE_GPUS live: every GPU of the job idle (usage.min_active_share "
+                                "rule) this many minutes; 0: off.", minimum=0.0),
+        "gpu_idle_minutes": Setting(float, 60.0, "IDLE_GPU live: one GPU idle this many minutes while another "
+                                    "works; 0: off.", minimum=0.0),
+        "underbatched_minutes": Setting(float, 60.0, "UNDER_BATCHED live: the analyze rules' under-batching "
+                                        "evidence over the last this many minutes; 0: off.", minimum=0.0),
+        "notices": Setting(bool, True, "Append a notice to the job's output file (as the user) when a rule "
+                           "fires."),
+        "textfile_dir": Setting(str, "", "node_exporter textfile-collector directory for live per-GPU metrics "
+                                "(piqc_job_<job>.prom); empty: off."),
+        "textfile_interval": Setting(float, 15.0, "Seconds between textfile rewrites.", minimum=1.0),
+    },
     "epilog": {
         "flush_timeout": Setting(float, 5.0, "Seconds the Epilog waits for the sampler's final flush.",
                                  minimum=0.0),

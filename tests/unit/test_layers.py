@@ -19,6 +19,7 @@ RANKS = {
     "piqc_slurm": 0,  # __init__ (version)
     "piqc_slurm.usage": 1, "piqc_slurm.slurm": 1, "piqc_slurm.config": 1, "piqc_slurm.logsetup": 1,
     "piqc_slurm.usage.efficiency": 1,
+    "piqc_slurm.analyze.rules": 1,  # pure (math): the nightly analysis, the Epilog report and the live watch
     "piqc_slurm.summary": 2, "piqc_slurm.sampler": 2,
     "piqc_slurm.store": 3, "piqc_slurm.mail": 3,
     "piqc_slurm.notify": 5,
