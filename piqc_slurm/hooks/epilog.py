@@ -286,7 +286,7 @@ def _lost(spool: Spool, out_key: str, exc: OSError) -> str:
 
 
 def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str, catalog) -> str:
-    from piqc_slurm.hooks.userreport import PatternError, append_as_user, expand_output_path
+    from piqc_slurm.hooks.userreport import PatternError, append_as_user, expand_output_path, pattern_inputs
     from piqc_slurm.report.epilog_text import Rules, render
     from piqc_slurm.usage.prices import Prices
 
@@ -310,30 +310,6 @@ def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str
     # user text (a job name may hold a newline) as repr: the hook log keeps one line per job
     why = f" (the file was named without job info: {inputs.unknown})" if inputs.array_task_id is None else ""
     return f"report: {result}: {path[:200]!r}{why}"
-
-
-def short_hostname() -> str:
-    """slurmd's conf->hostname, which %N expands to: gethostname() up to the first '.'."""
-    import socket
-
-    return socket.gethostname().split(".", 1)[0]
-
-
-def pattern_inputs(ctx: JobContext, spool_dir: str):
-    """What the batch step's slurmstepd named the output file from: the hook environment, plus
-    the array ids and job name the SPANK plugin recorded (hooks/jobinfo.py). Without that file,
-    array ids from the environment where a Slurm passes them (22.05 does not), else unknown."""
-    from piqc_slurm.hooks.jobinfo import read
-    from piqc_slurm.hooks.userreport import PatternInputs
-
-    info, why = read(spool_dir, ctx.job_id, ctx.uid)
-    base = {"job_id": ctx.job_id, "user": ctx.user, "host": short_hostname(), "work_dir": ctx.work_dir}
-    if info is not None:
-        return PatternInputs(**base, array_job_id=info.array_job_id, array_task_id=info.array_task_id,
-                             job_name=info.job_name, unknown="job name not recorded by the SPANK plugin")
-    if ctx.array_task_id is not None and ctx.array_job_id is not None:
-        return PatternInputs(**base, array_job_id=ctx.array_job_id, array_task_id=ctx.array_task_id, unknown=why)
-    return PatternInputs(**base, unknown=why)
 
 
 def _remove_run_dir(run_dir: Path) -> None:

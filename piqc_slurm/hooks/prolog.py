@@ -43,6 +43,27 @@ def sampler_context(ctx: JobContext, decision: MonitorDecision, cfg, now: float)
         "timeline_bin": int(cfg["sampler.timeline_bin"]), "active_util": float(cfg["sampler.active_util"]),
         "orphan_check": float(cfg["sampler.orphan_check"]), "started": now,
         "max_device_errors": int(cfg["sampler.max_device_errors"]),
+        "watch": watch_settings(ctx, cfg),
+    }
+
+
+def watch_settings(ctx: JobContext, cfg) -> dict | None:
+    """context.json "watch" (sampler/watch.py WatchSettings): the [watch] rules, the thresholds and
+    prices they share with the nightly analysis, the job's labels; None when the site turned it off."""
+    if not cfg["watch.enabled"]:
+        return None
+    from piqc_slurm.analyze.rules import Thresholds  # pure: math only
+
+    return {
+        "idle_minutes": float(cfg["watch.idle_minutes"]), "gpu_idle_minutes": float(cfg["watch.gpu_idle_minutes"]),
+        "underbatched_minutes": float(cfg["watch.underbatched_minutes"]),
+        "active_util": float(cfg["sampler.active_util"]), "min_active_share": float(cfg["usage.min_active_share"]),
+        "thresholds": {k: cfg[f"analyze.{k}"] for k in Thresholds._fields},
+        "notices": bool(cfg["watch.notices"]), "textfile_dir": cfg["watch.textfile_dir"],
+        "textfile_interval": float(cfg["watch.textfile_interval"]),
+        "prices": {"prices": dict(cfg["prices"]), "partition_prices": dict(cfg["partition_prices"]),
+                   "usage.cpu_core_hour_price": float(cfg["usage.cpu_core_hour_price"])},
+        "labels": {"account": ctx.account or "", "partition": ctx.partition or ""},
     }
 
 

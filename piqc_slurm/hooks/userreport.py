@@ -241,3 +241,26 @@ def append_as_user(path: str, text: str, uid: int, gid: int, user: str, timeout:
                 pass
             return f"timed out after {timeout:g}s (file system hung?)"
         time.sleep(0.01)
+
+
+def short_hostname() -> str:
+    """slurmd's conf->hostname, which %N expands to: gethostname() up to the first '.'."""
+    import socket
+
+    return socket.gethostname().split(".", 1)[0]
+
+
+def pattern_inputs(ctx, spool_dir: str) -> PatternInputs:
+    """What the batch step's slurmstepd named the output file from: the hook environment, plus
+    the array ids and job name the SPANK plugin recorded (hooks/jobinfo.py). Without that file,
+    array ids from the environment where a Slurm passes them (22.05 does not), else unknown."""
+    from piqc_slurm.hooks.jobinfo import read
+
+    info, why = read(spool_dir, ctx.job_id, ctx.uid)
+    base = {"job_id": ctx.job_id, "user": ctx.user, "host": short_hostname(), "work_dir": ctx.work_dir}
+    if info is not None:
+        return PatternInputs(**base, array_job_id=info.array_job_id, array_task_id=info.array_task_id,
+                             job_name=info.job_name, unknown="job name not recorded by the SPANK plugin")
+    if ctx.array_task_id is not None and ctx.array_job_id is not None:
+        return PatternInputs(**base, array_job_id=ctx.array_job_id, array_task_id=ctx.array_task_id, unknown=why)
+    return PatternInputs(**base, unknown=why)

@@ -21,7 +21,7 @@ CONTEXT_FORMAT = "piqc-context/1"
 MIN_PERIOD = 0.01
 """Smallest accepted interval (s): a corrupt context must not make a busy loop."""
 
-OPTIONAL = {"max_device_errors": 5}
+OPTIONAL = {"max_device_errors": 5, "watch": None}
 """Keys added after the format's first release, with the value an older Prolog's context means."""
 
 
@@ -44,11 +44,13 @@ class Context:
     orphan_check: float = 30.0
     started: float = 0.0
     max_device_errors: int = 5
+    watch: Any = None  # sampler.watch.WatchSettings: the live rules ([watch]); None: off
     format: str = CONTEXT_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["gpus"] = list(self.gpus)
+        d["watch"] = None if self.watch is None else self.watch.to_dict()
         return {"format": d.pop("format"), **d}
 
     def to_json(self) -> str:
@@ -103,6 +105,13 @@ def context_from_dict(doc: Any, path: str = "") -> Context:
         raise bad(f"started: expected epoch seconds, got {doc['started']!r}")
     values = {k: doc[k] for k in known}
     values["gpus"] = tuple(gpus)
+    if values["watch"] is not None:
+        from piqc_slurm.sampler.watch import WatchSettings
+
+        try:
+            values["watch"] = WatchSettings.from_dict(values["watch"])
+        except ValueError as e:
+            raise bad(str(e)) from None
     for key in ("interval", "process_interval", "checkpoint_interval", "orphan_check",
                 "active_util", "started"):
         values[key] = float(values[key])

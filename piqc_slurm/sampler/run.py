@@ -134,7 +134,8 @@ class Sampler:
                  clock: Clock | None = None,
                  job_alive: Callable[[], bool] | None = None,
                  job_of_pid: Callable[[int], int | None] | None = None,
-                 orphan_grace: float = ORPHAN_GRACE):
+                 orphan_grace: float = ORPHAN_GRACE,
+                 job: dict | None = None):
         self.ctx, self.source, self.run_dir = ctx, source, Path(run_dir)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.job_alive = job_alive
@@ -153,6 +154,13 @@ class Sampler:
         self._gone_at: float | None = None      # monotonic time the job was first seen gone
         self._orphan_why = ""
         self._pid_jobs: dict[int, int | None] = {}
+        # the live rules (sampler/watch.py) when the context asks for them; made once the devices are known
+        self.job = job                            # RUN_DIR/job.json "job" (the Prolog's view of the job)
+        self.watch = None
+        self.oncall = None
+        self.watch_actions: list[dict] = []      # what the watch did (checkpoint, summary)
+        self._next_watch = self._next_text = 0.0
+        self._text_name: str | None = None
 
     # ---- control ----
 
@@ -178,7 +186,11 @@ class Sampler:
                 return 0
             self._nvml_ok = True
             self._make_aggs()
-            self._finish(self._loop())
+            self._make_watch()
+            try:
+                self._finish(self._loop())
+            finally:
+                self._drop_textfile()
             return 0
         except Exception as e:  # noqa: BLE001 - leave a final checkpoint saying why
             log.exception("job %d: sampler failed", self.ctx.job_id)
@@ -196,6 +208,86 @@ class Sampler:
         self.aggs = {m: GpuAggregate(c.interval, process_interval=c.process_interval,
                                      active_util=c.active_util, power_limit_w=_limit(dev.power_limit_w))
                      for m, dev in self.source.devices.items()}
+
+    def _make_watch(self) -> None:
+        ws = self.ctx.watch
+        if ws is None or not ws.windows():
+            return
+        from piqc_slurm.sampler.oncall import OnCall
+        from piqc_slurm.sampler.watch import Watch, device_limits
+
+        devices = self.source.devices
+        self.watch = Watch(ws, started=self.ctx.started, interval=self.ctx.interval,
+                           devices=device_limits(devices.items()))
+        self.oncall = OnCall(ws, job_id=self.ctx.job_id, user=self.ctx.user, started=self.ctx.started,
+                             run_dir=self.run_dir, job=self.job, gpu_names=[d.name for d in devices.values()])
+        previous = self._previous_checkpoint()
+        if previous is not None:   # a restarted sampler: what was told is not told again
+            w = previous.get("watch") or {}
+            self.watch.restore(w)
+            acts = w.get("actions")
+            if isinstance(acts, list):
+                self.watch_actions = [a for a in acts if isinstance(a, dict)][-64:]
+        if ws.textfile_dir:
+            from piqc_slurm.sampler.textfile import file_name
+
+            self._text_name = file_name(self.ctx.cluster, self.ctx.job_id, self.ctx.restart_count)
+
+    def _previous_checkpoint(self) -> dict | None:
+        try:
+            doc = load_checkpoint(self.run_dir / CHECKPOINT_NAME)
+        except Exception:  # noqa: BLE001 - none, or unreadable: start afresh
+            return None
+        return doc if doc.get("job_id") == self.ctx.job_id and not doc.get("final") else None
+
+    def _watch_step(self, now: float) -> None:
+        """The live rules, about every bucket (at most every 5 s), and the textfile on its period."""
+        if self.watch is None:
+            return
+        if now >= self._next_watch:
+            self._next_watch = now + min(self.watch.bucket_s, 5.0)
+            epoch = self._epoch(now)
+            for ev in self.watch.evaluate(epoch):
+                try:
+                    self.watch_actions = (self.watch_actions + [self.oncall.act(ev)])[-64:]
+                except Exception as e:  # noqa: BLE001 - a failed notice must not stop the sampling
+                    log.error("job %d: watch action failed: %s: %s", self.ctx.job_id, type(e).__name__, e)
+        if self._text_name is not None and now >= self._next_text:
+            self._next_text = now + self.ctx.watch.textfile_interval
+            self._write_textfile(now)
+
+    def _write_textfile(self, now: float) -> None:
+        from piqc_slurm.sampler.textfile import render, write
+
+        epoch = self._epoch(now)
+        idle = self.watch.idle_seconds(epoch)
+        labels = dict(self.ctx.watch.labels or {})
+        job = {"job": str(self.ctx.job_id), "user": self.ctx.user, "account": labels.get("account", ""),
+               "partition": labels.get("partition", ""), "cluster": self.ctx.cluster}
+        gpus = []
+        for minor, dev in self.source.devices.items():
+            tr = self.watch.tracks.get(minor)
+            last = tr.last if tr is not None and not dev.lost else None
+            gpus.append({"gpu": minor, "uuid": dev.uuid, "type": dev.name,
+                         "util": None if last is None else last.util,
+                         "mem_bytes": None if last is None or last.mem_used_mib is None else last.mem_used_mib * 2**20,
+                         "power_w": None if last is None else last.power_w,
+                         "idle_s": None if dev.lost else idle.get(minor)})
+        text = render(job, gpus, cost_usd=self.oncall.usd(epoch),
+                      firing={r: True for r in self.watch.fired})
+        try:
+            write(self.ctx.watch.textfile_dir, self._text_name, text)
+        except OSError as e:
+            log.error("job %d: cannot write the textfile in %s: %s", self.ctx.job_id, self.ctx.watch.textfile_dir, e)
+
+    def _drop_textfile(self) -> None:
+        if self._text_name is not None:
+            from piqc_slurm.sampler.textfile import remove
+
+            try:
+                remove(self.ctx.watch.textfile_dir, self._text_name)
+            except OSError as e:
+                log.error("job %d: cannot remove the textfile: %s", self.ctx.job_id, e)
 
     def _all_lost(self) -> bool:
         return all(d.lost for d in self.source.devices.values())
@@ -216,6 +308,7 @@ class Sampler:
                 next_sample = next_deadline(next_sample, c.interval, now)
                 if self._all_lost():
                     return REASON_ALL_LOST
+                self._watch_step(now)
             if now >= next_proc:
                 self._processes(now)
                 next_proc = next_deadline(next_proc, c.process_interval, now)
@@ -273,6 +366,8 @@ class Sampler:
                 agg.power_limit_w = _limit(dev.power_limit_w)
             agg.add(now, s)
             self.binner.add(epoch, minor, s)
+            if self.watch is not None:
+                self.watch.add(epoch, minor, s)
 
     def _job_of(self, pid: int, fresh: dict[int, int | None]) -> int | None:
         if pid not in fresh:
@@ -333,6 +428,8 @@ class Sampler:
             interval=self.ctx.interval,
             gpus=[(dev, self.aggs[m]) for m, dev in self.source.devices.items()],
             timeline_bins=self.timeline_bins, partial_reason=partial_reason)
+        if self.watch is not None:
+            doc["watch"] = {**self.watch.state(), "actions": self.watch_actions}
         try:
             write_checkpoint(self.run_dir / CHECKPOINT_NAME, doc)
         except OSError as e:   # a full disk must not kill the sampler; try again next time
@@ -355,6 +452,18 @@ def _remove_pidfile(run_dir: Path) -> None:
         pass
 
 
+def _job_record(run_dir: Path) -> dict | None:
+    """The Prolog's RUN_DIR/job.json "job" (the watch's notices need the output path and ids)."""
+    import json
+
+    try:
+        doc = json.loads((run_dir / "job.json").read_text())
+    except (OSError, ValueError):
+        return None
+    job = doc.get("job") if isinstance(doc, dict) else None
+    return job if isinstance(job, dict) else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: returns the exit status (0 on every monitoring outcome;
     2 for a bad invocation or context; 1 for an unexpected failure)."""
@@ -375,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     backoff_cap = max(1, min(BACKOFF_CAP, round(BACKOFF_SECONDS / ctx.interval)))
     source = NvmlSource(ctx.gpus, max_errors=ctx.max_device_errors, backoff_cap=backoff_cap)
     sampler = Sampler(ctx, source, run_dir, clock=clock,
-                      job_alive=JobWatch(ctx.job_id), job_of_pid=job_of_pid)
+                      job_alive=JobWatch(ctx.job_id), job_of_pid=job_of_pid, job=_job_record(run_dir))
 
     def on_signal(signum: int, _frame: object) -> None:
         sampler.request_stop(signal.Signals(signum).name)

@@ -41,6 +41,8 @@ NIGHTLY = {"IDLE_GPUS": "IDLE_GPUS", "IDLE_GPU": "IDLE_GPUS", "UNDER_BATCHED": "
 MAX_EVENTS = 64
 """Events kept in the state (checkpoint, summary): a flapping job cannot grow it without bound."""
 BUCKET_MAX_S = 60.0
+PRICE_KEYS = ("prices", "partition_prices", "usage.cpu_core_hour_price")
+"""The config keys usage.prices.Prices.from_config reads: the Prolog copies them into the context."""
 
 
 class WatchSettings(NamedTuple):
@@ -56,6 +58,8 @@ class WatchSettings(NamedTuple):
     notices: bool = True
     textfile_dir: str = ""
     textfile_interval: float = 15.0
+    prices: Mapping[str, Any] | None = None  # {"prices", "partition_prices", "usage.cpu_core_hour_price"}
+    labels: Mapping[str, str] | None = None  # the job's account, partition (textfile labels)
 
     @classmethod
     def from_dict(cls, doc: Any) -> WatchSettings:
@@ -83,11 +87,19 @@ class WatchSettings(NamedTuple):
             if not isinstance(t, dict) or set(t) != set(R.Thresholds._fields):
                 raise ValueError(f"watch.thresholds: expected the keys {', '.join(R.Thresholds._fields)}")
             v["thresholds"] = dict(t)
+        p = v["prices"]
+        if p is not None and (not isinstance(p, dict) or set(p) != set(PRICE_KEYS)
+                              or not all(isinstance(p[k], dict) for k in PRICE_KEYS[:2])):
+            raise ValueError(f"watch.prices: expected the keys {', '.join(PRICE_KEYS)}")
+        lab = v["labels"]
+        if lab is not None and (not isinstance(lab, dict) or not all(isinstance(x, str) for x in lab.values())):
+            raise ValueError("watch.labels: expected an object of strings")
         return cls(**v)
 
     def to_dict(self) -> dict[str, Any]:
         d = self._asdict()
-        d["thresholds"] = None if self.thresholds is None else dict(self.thresholds)
+        for k in ("thresholds", "prices", "labels"):
+            d[k] = None if d[k] is None else dict(d[k])
         return d
 
     def windows(self) -> list[float]:

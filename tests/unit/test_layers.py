@@ -28,7 +28,8 @@ RANKS = {
     "piqc_slurm.costs": 5, "piqc_slurm.analysis": 5, "piqc_slurm.gaps": 5, "piqc_slurm.digest": 5,
     "piqc_slurm.nightly": 6,
     "piqc_slurm.doctor": 6, "piqc_slurm.hooks": 6, "piqc_slurm.query.command": 6, "piqc_slurm.commands": 6,
-    "piqc_slurm.hooks.jobinfo": 6,  # read by the Epilog only; imports fsutil
+    # stdlib (and fsutil) only: the Epilog's report writer, and the sampler's live notices (sampler.oncall)
+    "piqc_slurm.hooks.jobinfo": 2, "piqc_slurm.hooks.userreport": 2, "piqc_slurm.hooks.context": 2,
     "piqc_slurm.cli": 7, "piqc_slurm.__main__": 7,
 }
 

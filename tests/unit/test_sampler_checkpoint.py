@@ -59,10 +59,15 @@ def test_context_round_trip(tmp_path: Path) -> None:
     path.write_text(json.dumps(CONTEXT))
     ctx = load_context(path)
     assert ctx.gpus == (0, 3) and ctx.interval == 1.0 and isinstance(ctx.interval, float)
-    # max_device_errors came later: a context without it (an older Prolog's) means 5
-    assert json.loads(ctx.to_json()) == {**CONTEXT, "interval": 1.0, "max_device_errors": 5}
+    # max_device_errors and watch came later: a context without them (an older Prolog's) means 5, off
+    assert json.loads(ctx.to_json()) == {**CONTEXT, "interval": 1.0, "max_device_errors": 5, "watch": None}
     assert context_from_dict(json.loads(ctx.to_json())) == ctx
     assert context_from_dict({**CONTEXT, "max_device_errors": 2}).max_device_errors == 2
+    watched = context_from_dict({**CONTEXT, "watch": {"idle_minutes": 0.5}})
+    assert watched.watch.idle_minutes == 0.5 and watched.watch.gpu_idle_minutes == 60.0
+    assert context_from_dict(json.loads(watched.to_json())) == watched
+    with pytest.raises(ContextError, match="watch: unknown key"):
+        context_from_dict({**CONTEXT, "watch": {"idle": 1}})
 
 
 @pytest.mark.parametrize(("change", "message"), [
