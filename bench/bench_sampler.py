@@ -104,8 +104,21 @@ def checkpoint_write_times(gpus: int, writes: int, workdir: Path) -> tuple[float
     return statistics.median(times), times[int(0.95 * (len(times) - 1))], path.stat().st_size
 
 
-def measure(seconds: float, interval: float, gpm: bool, gpus: int = 8, process_interval: float = 10.0,
-            checkpoint_interval: float = 30.0) -> dict:
+def watch_settings(prom: Path):
+    """[watch] as the Prolog passes it, every rule on, the textfile every 5 s (3x the default rate)."""
+    from piqc_slurm.analyze.rules import Thresholds
+    from piqc_slurm.config import Config, defaults
+    from piqc_slurm.sampler.watch import WatchSettings
+
+    cfg = Config(defaults())
+    return WatchSettings(idle_minutes=30.0, gpu_idle_minutes=60.0, underbatched_minutes=60.0,
+                         thresholds=Thresholds.from_config(cfg)._asdict(), textfile_dir=str(prom),
+                         textfile_interval=5.0, labels={"account": "bench", "partition": "gpu"},
+                         prices={"prices": {}, "partition_prices": {}, "usage.cpu_core_hour_price": 0.0})
+
+
+def measure(seconds: float, interval: float, gpm: bool, watch: bool = False, gpus: int = 8,
+            process_interval: float = 10.0, checkpoint_interval: float = 30.0) -> dict:
     """One sampler run over `gpus` loaded fake GPUs: its CPU, memory and latencies."""
     top = Path(tempfile.mkdtemp(prefix="bench-sampler-"))
     work = sampler = None
@@ -126,7 +139,9 @@ def measure(seconds: float, interval: float, gpm: bool, gpus: int = 8, process_i
         ctx = Context(cluster="bench", job_id=job_id, restart_count=0, node="bench", uid=os.getuid(),
                       user="bench", gpus=tuple(range(gpus)), interval=interval,
                       process_interval=process_interval, checkpoint_interval=checkpoint_interval,
-                      timeline_bin=60, active_util=5.0, orphan_check=60.0, started=time.time())
+                      timeline_bin=60, active_util=5.0, orphan_check=60.0, started=time.time(),
+                      watch=watch_settings(top / "prom") if watch else None)
+        (top / "prom").mkdir()
         (run_dir / "context.json").write_text(ctx.to_json())
         env = {k: v for k, v in os.environ.items() if k not in ("FAKENVML_FAULT", "SLURM_JOB_GPUS",
                                                                   "CUDA_VISIBLE_DEVICES")}
@@ -160,6 +175,8 @@ def measure(seconds: float, interval: float, gpm: bool, gpus: int = 8, process_i
         stop = time.monotonic() - t_stop
         doc = json.loads((run_dir / "checkpoint.json").read_text())
         samples = min(g["agg"]["samples"] for g in doc["gpus"])
+        if watch and "watch" not in doc:
+            raise RuntimeError("watch on, but the checkpoint has no watch state: the run did not watch")
         sm = [g["agg"].get("sm_active_mean") for g in doc["gpus"]]
     finally:
         for proc in (sampler, work):
@@ -180,12 +197,13 @@ def suite(ctx: Ctx) -> None:
     if not shutil.which("make"):
         raise Skip("needs make and a C compiler (the fake NVML driver)")
     seconds = 10.0 if ctx.quick else 60.0
-    runs = [(1.0, True), (1.0, False), (0.1, True), (0.1, False)]
+    runs = [(1.0, True, False), (1.0, False, False), (0.1, True, False), (0.1, False, False), (1.0, True, True)]
     with ThreadPoolExecutor(len(runs)) as pool:
         res = list(pool.map(lambda r: measure(seconds, *r), runs))
-    for (interval, gpm), r in zip(runs, res, strict=True):
-        tag = f"{interval:g}s.gpm_{'on' if gpm else 'off'}"
-        what = f"8 GPUs at {interval:g} s, GPM {'on' if gpm else 'off'}"
+    for (interval, gpm, watch), r in zip(runs, res, strict=True):
+        tag = f"{interval:g}s.gpm_{'on' if gpm else 'off'}" + (".watch" if watch else "")
+        what = f"8 GPUs at {interval:g} s, GPM {'on' if gpm else 'off'}" + (
+            ", watch and textfile on (every rule, textfile every 5 s)" if watch else "")
         one_s = interval == 1.0
         ctx.add(f"cpu.{tag}", f"Sampler CPU, % of one core, {what}", r["cpu_pct"], "%",
                 target=0.2 if one_s else None, op="<", gate=False, seconds=r["seconds"],
@@ -193,6 +211,8 @@ def suite(ctx: Ctx) -> None:
                 first_checkpoint_s=r["first_checkpoint_s"], stop_s=r["stop_s"])
         ctx.add(f"rss.{tag}", f"Sampler peak RSS, {what}", r["peak_rss_mb"], "MB",
                 target=40.0 if one_s else None, op="<", rss_mb=r["rss_mb"])
+    ctx.add("watch.overhead", "Sampler CPU with the watch and textfile on / off (1 s, GPM on)",
+            res[4]["cpu_pct"] / res[0]["cpu_pct"] if res[0]["cpu_pct"] > 0 else 0.0, "x", gate=False)
     ctx.add("startup_cpu", "Sampler start-up CPU (interpreter, imports, nvmlInit), 1 s GPM on",
             res[0]["startup_cpu_s"], "s", gate=False)
     with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as d:
