@@ -90,6 +90,9 @@ def build(job: dict[str, Any], checkpoint: dict[str, Any] | None, *, ended: floa
         "nvml": nvml,
         "devices": devices,
         "timeline_bins": checkpoint.get("timeline_bins", 0) if checkpoint else 0,
+        # what the live watch did (sampler/oncall.py records: rule, at, since, gpus, evidence, usd, notice)
+        **({"watch": list(checkpoint["watch"].get("actions") or [])}
+           if checkpoint and isinstance(checkpoint.get("watch"), dict) else {}),
     }
 
 

@@ -154,6 +154,7 @@ def _run(ctx: JobContext, env: dict[str, str], cfg, now: float, t0: float, detac
         partial, reason = False, None
         if monitor == "on":
             clean, why = stop_sampler(run_dir, cfg["epilog.flush_timeout"])
+            _drop_textfile(ctx, cfg)  # the sampler removes it; not if it was killed
             checkpoint, ck_err = _load_checkpoint(run_dir)
             if checkpoint is not None and not checkpoint["final"]:
                 partial, reason = True, why or "sampler ended without a final checkpoint"
@@ -192,6 +193,19 @@ def _run(ctx: JobContext, env: dict[str, str], cfg, now: float, t0: float, detac
         else:
             notes.append(_deliver_and_retry(spool, out_key, ctx, cfg, deadline))
     return "; ".join(n for n in notes if n)
+
+
+def _drop_textfile(ctx: JobContext, cfg) -> None:
+    """A job's live-metrics file ([watch] textfile_dir) must not outlive it: stale series would
+    show a finished job's GPUs as still busy or idle."""
+    if not cfg["watch.textfile_dir"]:
+        return
+    from piqc_slurm.sampler.textfile import file_name, remove
+
+    try:
+        remove(cfg["watch.textfile_dir"], file_name(ctx.cluster, ctx.job_id, ctx.restart_count))
+    except OSError as exc:
+        log.warning("job %d: cannot remove its textfile: %s", ctx.job_id, exc)
 
 
 def _deliver_and_retry(spool: Spool, out_key: str, ctx: JobContext, cfg, deadline: float) -> str:

@@ -23,6 +23,8 @@ from piqc_slurm.sampler import load_checkpoint
 from piqc_slurm.sampler.oncall import notice_text, syslog_line
 from piqc_slurm.sampler.run import Sampler
 from piqc_slurm.sampler.watch import Event, WatchSettings
+from piqc_slurm.summary import build as build_summary
+from piqc_slurm.usage.catalog import load_catalog
 
 pytestmark = [pytest.mark.unit,
               pytest.mark.skipif(os.geteuid() != 0, reason="the notice writer drops root to the job's uid")]
@@ -101,6 +103,10 @@ def test_idle_gpus_notice_line_checkpoint_and_textfile(job_dir, caplog):
     assert doc["watch"]["fired"] == {"IDLE_GPUS": {"since": WALL, "gpus": [0, 1]}}
     [act] = doc["watch"]["actions"]
     assert act["rule"] == "IDLE_GPUS" and act["notice"] == "ok" and act["usd"] == round(usd, 2)
+    # the Epilog's summary carries it to the store (node_summaries.doc) and the digest
+    summary = build_summary({**job_record(out), "prolog_time": WALL}, doc, ended=WALL + 70, partial=False,
+                            partial_reason=None, monitor="on", interval=1.0, catalog=load_catalog())
+    assert summary["watch"] == [act]
 
     families = {f.name: f for f in text_string_to_metric_families(seen[0])}
     util = families["piqc_gpu_utilization_percent"].samples
