@@ -33,10 +33,11 @@ class Setting(NamedTuple):  # not a dataclass: `dataclasses` costs the Prolog ~6
     doc: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    item: type = str  # a list's items: str, or float (numbers >= minimum)
 
 
 # Top-level keys, then one table per section.  Types: str, bool, int, float
-# (an int is accepted where a float is expected), list (of str), dict.
+# (an int is accepted where a float is expected), list (of str, or of numbers: item=float), dict.
 SCHEMA: dict[str, dict[str, Setting] | Setting] = {
     "cluster": Setting(str, "", "Cluster name; empty: SLURM_CLUSTER_NAME in hooks, else sacct's."),
     "db": Setting(str, "", "SQLAlchemy URL of the store; empty: sqlite under /var/lib/piqc."),
@@ -81,6 +82,16 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
         "textfile_dir": Setting(str, "", "node_exporter textfile-collector directory for live per-GPU metrics "
                                 "(piqc_job_<job>.prom); empty: off."),
         "textfile_interval": Setting(float, 15.0, "Seconds between textfile rewrites.", minimum=1.0),
+        "cancel_after_minutes": Setting(float, 0.0, "Opt-in: scancel a job whose rule (of cancel_rules) has held "
+                                        "this many minutes; 0: never.", minimum=0.0),
+        "cancel_rules": Setting(list, ["IDLE_GPUS"], "The live rules that may cancel a job (of IDLE_GPUS, IDLE_GPU, "
+                                "UNDER_BATCHED; others are ignored)."),
+        "cancel_warn_minutes": Setting(list, [15.0, 5.0], "Warnings (notice and line) this many minutes before the "
+                                       "cancel.", minimum=0.0, item=float),
+        "cancel_dry_run": Setting(bool, False, "Log what the cancel policy would do; warn and cancel nothing."),
+        "exempt_users": Setting(list, [], "Users whose jobs are never warned or cancelled."),
+        "exempt_accounts": Setting(list, [], "Accounts whose jobs are never warned or cancelled."),
+        "exempt_partitions": Setting(list, [], "Partitions whose jobs are never warned or cancelled."),
     },
     "epilog": {
         "flush_timeout": Setting(float, 5.0, "Seconds the Epilog waits for the sampler's final flush.",
@@ -242,6 +253,12 @@ def _check(path: str, key: str, setting: Setting, value: Any) -> Any:
         raise ConfigError(f"{path}: {key}: expected a finite number, got {value!r}")
     if t is int and not -2**63 <= value < 2**63:  # TOML integers are 64-bit; beyond, the store cannot hold it
         raise ConfigError(f"{path}: {key}: expected a 64-bit integer, got {_show(value)}")
+    if t is list and setting.item is float:
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                   and (setting.minimum is None or x >= setting.minimum) for x in value):
+            low = "" if setting.minimum is None else f" >= {setting.minimum:g}"
+            raise ConfigError(f"{path}: {key}: expected a list of numbers{low}, got {_show(value)}")
+        return [float(x) for x in value]
     if t is list and not all(isinstance(x, str) for x in value):
         raise ConfigError(f"{path}: {key}: expected a list of strings, got {value!r}")
     if setting.choices and value not in setting.choices:

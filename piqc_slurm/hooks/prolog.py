@@ -64,7 +64,22 @@ def watch_settings(ctx: JobContext, cfg) -> dict | None:
         "prices": {"prices": dict(cfg["prices"]), "partition_prices": dict(cfg["partition_prices"]),
                    "usage.cpu_core_hour_price": float(cfg["usage.cpu_core_hour_price"])},
         "labels": {"account": ctx.account or "", "partition": ctx.partition or ""},
+        "cancel_after_minutes": float(cfg["watch.cancel_after_minutes"]),
+        "cancel_rules": [r for r in cfg["watch.cancel_rules"] if r in ("IDLE_GPUS", "IDLE_GPU", "UNDER_BATCHED")],
+        "cancel_warn_minutes": [float(x) for x in cfg["watch.cancel_warn_minutes"]],
+        "cancel_dry_run": bool(cfg["watch.cancel_dry_run"]),
+        "cancel_exempt": cancel_exempt(ctx, cfg),
     }
+
+
+def cancel_exempt(ctx: JobContext, cfg) -> str:
+    """Why the cancel policy leaves this job alone ("" if it does not): [watch] exempt_* lists."""
+    for what, value, listed in (("user", ctx.user, cfg["watch.exempt_users"]),
+                                ("account", ctx.account, cfg["watch.exempt_accounts"]),
+                                ("partition", ctx.partition, cfg["watch.exempt_partitions"])):
+        if value and value.lower() in {x.lower() for x in listed}:
+            return f"exempt {what} {value}"
+    return ""
 
 
 def job_doc(ctx: JobContext, decision: MonitorDecision, now: float) -> dict:

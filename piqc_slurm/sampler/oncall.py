@@ -96,6 +96,38 @@ class OnCall:
                 log.info("job %d: watch notice not written: %s", self.job_id, notice)
         return {**ev.to_dict(), "usd": None if usd is None else round(usd, 2), "notice": notice}
 
+    def policy(self, step: str, rule: str, since: float, lead: float, now: float) -> dict[str, Any]:
+        """A step of the cancel policy (Watch.due): a warning, or the cancel (a dry run logs it only).
+        The reason reaches the user in a notice and in sacct's AdminComment (set before scancel)."""
+        usd = self.usd(now)
+        base = syslog_line(self.job_id, self.user, Event(rule, now, since, (), ""), usd).rsplit(" gpus=", 1)[0]
+        cancel_at = since + self.s.cancel_after_minutes * 60.0
+        dry = self.s.cancel_dry_run
+        record: dict[str, Any] = {"rule": rule, "at": round(now, 3), "since": round(since, 3),
+                                  "usd": None if usd is None else round(usd, 2)}
+        if step == "warn":
+            record["action"] = "dry-run-warn" if dry else "warn"
+            log.warning("%s action=%s cancel_at=%s", base, record["action"], iso(cancel_at))
+            if not dry and self.s.notices:
+                record["notice"] = self._notify(
+                    f"\n[piqc-slurm {iso(now)}] WARNING: this job will be cancelled at {iso(cancel_at)} "
+                    f"(in {lead:g} min) unless its GPUs start working: {rule} since {iso(since)}.\n")
+            return record
+        reason = (f"piqc-slurm: cancelled, {rule} since {iso(since)} ({self.s.cancel_after_minutes:g} min; "
+                  f"${usd:,.2f} spent)" if usd is not None else
+                  f"piqc-slurm: cancelled, {rule} since {iso(since)} ({self.s.cancel_after_minutes:g} min)")
+        record["reason"] = reason
+        if dry:
+            record["action"] = "dry-run-cancel"
+            log.warning("%s action=dry-run-cancel", base)
+            return record
+        record["action"] = "cancel"
+        if self.s.notices:
+            record["notice"] = self._notify(f"\n[piqc-slurm {iso(now)}] {reason}.\n")
+        record["result"] = _scancel(self.job_id, reason)
+        log.warning("%s action=cancel result=%s", base, safe(record["result"]))
+        return record
+
     def _notify(self, text: str) -> str:
         from piqc_slurm.hooks.context import JobContext, is_batch_host
         from piqc_slurm.hooks.userreport import PatternError, append_as_user, expand_output_path, pattern_inputs
@@ -114,6 +146,33 @@ class OnCall:
         except PatternError as exc:
             return str(exc)
         return append_as_user(path, text, ctx.uid, ctx.gid, ctx.user, 3.0)
+
+
+SLURM_BIN_PATH = "/usr/bin:/usr/local/bin:/bin"
+"""Where scontrol and scancel are looked for: slurmd runs hooks (and so the sampler) with no PATH."""
+
+
+def _scancel(job_id: int, reason: str, timeout: float = 10.0) -> str:
+    """AdminComment (sacct shows it) then scancel; argv lists, no shell. 'ok' or why not."""
+    import os
+    import shutil
+    import subprocess
+
+    path = os.environ.get("PATH") or SLURM_BIN_PATH
+    tools = {t: shutil.which(t, path=f"{path}:{SLURM_BIN_PATH}") for t in ("scontrol", "scancel")}
+    if tools["scancel"] is None:
+        return "no scancel found"
+    notes = []
+    if tools["scontrol"] is not None:
+        r = subprocess.run([tools["scontrol"], "update", f"JobId={int(job_id)}", f"AdminComment={reason}"],
+                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            notes.append(f"AdminComment not set: {(r.stderr or r.stdout).strip()[:200]}")
+    r = subprocess.run([tools["scancel"], str(int(job_id))], capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        return f"scancel failed: {(r.stderr or r.stdout).strip()[:200]}"
+    return "; ".join(["ok", *notes])
 
 
 def _pricer(settings: WatchSettings, gpu_names: Sequence[str | None], partition: str):

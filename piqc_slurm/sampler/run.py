@@ -247,11 +247,14 @@ class Sampler:
         if now >= self._next_watch:
             self._next_watch = now + min(self.watch.bucket_s, 5.0)
             epoch = self._epoch(now)
-            for ev in self.watch.evaluate(epoch):
-                try:
+            try:
+                for ev in self.watch.evaluate(epoch):
                     self.watch_actions = (self.watch_actions + [self.oncall.act(ev)])[-64:]
-                except Exception as e:  # noqa: BLE001 - a failed notice must not stop the sampling
-                    log.error("job %d: watch action failed: %s: %s", self.ctx.job_id, type(e).__name__, e)
+                for step, rule, since, lead in self.watch.due(epoch):
+                    self.watch_actions = (self.watch_actions + [self.oncall.policy(step, rule, since, lead,
+                                                                                   epoch)])[-64:]
+            except Exception as e:  # noqa: BLE001 - a failed notice or scancel must not stop the sampling
+                log.error("job %d: watch action failed: %s: %s", self.ctx.job_id, type(e).__name__, e)
         if self._text_name is not None and now >= self._next_text:
             self._next_text = now + self.ctx.watch.textfile_interval
             self._write_textfile(now)

@@ -60,6 +60,11 @@ class WatchSettings(NamedTuple):
     textfile_interval: float = 15.0
     prices: Mapping[str, Any] | None = None  # {"prices", "partition_prices", "usage.cpu_core_hour_price"}
     labels: Mapping[str, str] | None = None  # the job's account, partition (textfile labels)
+    cancel_after_minutes: float = 0.0        # the opt-in cancel policy; 0: never
+    cancel_rules: tuple[str, ...] = ("IDLE_GPUS",)
+    cancel_warn_minutes: tuple[float, ...] = (15.0, 5.0)  # lead times of the warnings
+    cancel_dry_run: bool = False
+    cancel_exempt: str = ""                  # why this job is exempt (the Prolog decides); "": not
 
     @classmethod
     def from_dict(cls, doc: Any) -> WatchSettings:
@@ -71,15 +76,27 @@ class WatchSettings(NamedTuple):
             raise ValueError(f"watch: unknown key(s) {', '.join(unknown)}")
         v = {**cls()._asdict(), **doc}
         for k in ("idle_minutes", "gpu_idle_minutes", "underbatched_minutes", "active_util", "min_active_share",
-                  "textfile_interval"):
+                  "textfile_interval", "cancel_after_minutes"):
             x = v[k]
             if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x) or x < 0:
                 raise ValueError(f"watch.{k}: expected a number >= 0, got {x!r}")
             v[k] = float(x)
         if v["textfile_interval"] < 1:
             raise ValueError(f"watch.textfile_interval: expected seconds >= 1, got {v['textfile_interval']!r}")
-        if not isinstance(v["notices"], bool):
-            raise ValueError(f"watch.notices: expected true or false, got {v['notices']!r}")
+        for k in ("notices", "cancel_dry_run"):
+            if not isinstance(v[k], bool):
+                raise ValueError(f"watch.{k}: expected true or false, got {v[k]!r}")
+        rules = v["cancel_rules"]
+        if not isinstance(rules, (list, tuple)) or not all(r in RULES for r in rules):
+            raise ValueError(f"watch.cancel_rules: expected rules of {', '.join(RULES)}, got {rules!r}")
+        v["cancel_rules"] = tuple(rules)
+        leads = v["cancel_warn_minutes"]
+        if not isinstance(leads, (list, tuple)) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in leads):
+            raise ValueError(f"watch.cancel_warn_minutes: expected minutes >= 0, got {leads!r}")
+        v["cancel_warn_minutes"] = tuple(sorted((float(x) for x in leads), reverse=True))
+        if not isinstance(v["cancel_exempt"], str):
+            raise ValueError(f"watch.cancel_exempt: expected a string, got {v['cancel_exempt']!r}")
         if not isinstance(v["textfile_dir"], str):
             raise ValueError(f"watch.textfile_dir: expected a path, got {v['textfile_dir']!r}")
         t = v["thresholds"]
@@ -100,6 +117,7 @@ class WatchSettings(NamedTuple):
         d = self._asdict()
         for k in ("thresholds", "prices", "labels"):
             d[k] = None if d[k] is None else dict(d[k])
+        d["cancel_rules"], d["cancel_warn_minutes"] = list(self.cancel_rules), list(self.cancel_warn_minutes)
         return d
 
     def windows(self) -> list[float]:
@@ -239,6 +257,8 @@ class Watch:
         self.fired: dict[str, tuple[float, tuple[int, ...]]] = {}  # rule -> (since, GPUs) while it holds
         self.events: list[Event] = []
         self.t_first: float | None = None     # this sampler's first sample (a restarted one starts afresh)
+        self.warned: set[tuple[str, float]] = set()  # (rule, lead minutes) warned, for the rule's current run
+        self.cancelled: str | None = None      # the rule the job was cancelled for
 
     @property
     def enabled(self) -> bool:
@@ -346,13 +366,38 @@ class Watch:
             self.events = (self.events + new)[-MAX_EVENTS:]
         return new
 
+    def due(self, now: float) -> list[tuple[str, str, float, float]]:
+        """The cancel policy's steps that are due: ("warn", rule, since, lead minutes) and
+        ("cancel", rule, since, 0), each once; nothing when the policy is off or the job exempt.
+        A rule that recovers forgets its warnings (a relapse is warned afresh)."""
+        s = self.s
+        self.warned = {(r, lead) for r, lead in self.warned if r in self.fired}
+        if s.cancel_after_minutes <= 0 or s.cancel_exempt or self.cancelled is not None:
+            return []
+        out: list[tuple[str, str, float, float]] = []
+        for rule in s.cancel_rules:
+            if rule not in self.fired:
+                continue
+            since = self.fired[rule][0]
+            held = (now - since) / 60.0
+            if held >= s.cancel_after_minutes:
+                self.cancelled = rule
+                return [("cancel", rule, since, 0.0)]
+            for lead in s.cancel_warn_minutes:
+                if lead < s.cancel_after_minutes and held >= s.cancel_after_minutes - lead \
+                        and (rule, lead) not in self.warned:
+                    self.warned.add((rule, lead))
+                    out.append(("warn", rule, since, lead))
+        return out
+
     def idle_seconds(self, now: float) -> dict[int, float]:
         return {m: tr.idle_for(now) for m, tr in self.tracks.items()}
 
     # ---- the checkpoint ----
     def state(self) -> dict[str, Any]:
         return {"fired": {k: {"since": round(v[0], 3), "gpus": list(v[1])} for k, v in self.fired.items()},
-                "events": [e.to_dict() for e in self.events]}
+                "events": [e.to_dict() for e in self.events],
+                "warned": [[r, lead] for r, lead in sorted(self.warned)], "cancelled": self.cancelled}
 
     def restore(self, doc: Any) -> None:
         """A restarted sampler's fired rules and events (its checkpoint's "watch"): no second notice."""
@@ -366,6 +411,12 @@ class Watch:
                         self.fired[k] = (float(v["since"]), tuple(int(g) for g in v["gpus"]))
                 except (KeyError, TypeError, ValueError):
                     continue
+        warned = doc.get("warned")
+        if isinstance(warned, list):
+            self.warned = {(str(x[0]), float(x[1])) for x in warned
+                           if isinstance(x, list) and len(x) == 2 and isinstance(x[1], (int, float))}
+        if doc.get("cancelled") in RULES:
+            self.cancelled = doc["cancelled"]
         events = doc.get("events")
         if isinstance(events, list):
             self.events = [e for e in (_event(x) for x in events) if e is not None][-MAX_EVENTS:]

@@ -136,7 +136,8 @@ def test_a_job_that_works_after_loading_is_left_alone(job_dir, caplog):
         assert sampler.run() == 0
     assert out.read_text() == ""
     assert not [r for r in caplog.records if "piqc-slurm watch" in r.getMessage()]
-    assert load_checkpoint(run / "checkpoint.json")["watch"] == {"fired": {}, "events": [], "actions": []}
+    assert load_checkpoint(run / "checkpoint.json")["watch"] == {"fired": {}, "events": [], "actions": [], "warned": [],
+                                                             "cancelled": None}
 
 
 def test_the_syslog_line_cannot_be_forged_by_a_user_name():

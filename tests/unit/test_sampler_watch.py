@@ -115,3 +115,30 @@ def test_settings_are_strict():
         WatchSettings.from_dict({"thresholds": {"ub_sm_max": 0.5}})
     s = WatchSettings.from_dict({"idle_minutes": 0.25, "thresholds": THRESHOLDS})
     assert s.idle_minutes == 0.25 and WatchSettings.from_dict(s.to_dict()) == s
+
+
+def test_the_cancel_policy_warns_at_its_lead_times_then_cancels_once():
+    # IDLE_GPUS from T0, fired at 60 (idle_minutes 1); cancel after 3 min: warnings at 3-2 = 1 min and
+    # 3-1 = 2 min of the rule (t = 60 and 120), the cancel at 180; a lead >= 3 min is never due
+    w = watch(gpu_idle_minutes=0.0, cancel_after_minutes=3.0, cancel_warn_minutes=(2.0, 1.0, 5.0))
+    steps = []
+    for t in range(0, 400):
+        for m in w.tracks:
+            w.add(T0 + t, m, Sample(util=0.0))
+        w.evaluate(T0 + t)
+        steps += [(t, step, rule, lead) for step, rule, _since, lead in w.due(T0 + t)]
+    # the rule holds since T0: held 1 min (lead 2) at t=60, as it fires; 2 min (lead 1) at 120; 3 min at 180
+    assert steps == [(60, "warn", "IDLE_GPUS", 2.0), (120, "warn", "IDLE_GPUS", 1.0),
+                     (180, "cancel", "IDLE_GPUS", 0.0)]
+    assert w.state()["cancelled"] == "IDLE_GPUS"
+
+
+def test_an_exempt_job_or_a_rule_not_named_is_never_warned_or_cancelled():
+    for kw in ({"cancel_exempt": "exempt user alice"}, {"cancel_rules": ("UNDER_BATCHED",)}):
+        w = watch(gpu_idle_minutes=0.0, cancel_after_minutes=2.0, **kw)
+        for t in range(0, 300):
+            for m in w.tracks:
+                w.add(T0 + t, m, Sample(util=0.0))
+            w.evaluate(T0 + t)
+            assert w.due(T0 + t) == []
+        assert "IDLE_GPUS" in w.fired   # the rule itself still fired (its notice still comes)
