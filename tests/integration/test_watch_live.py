@@ -79,3 +79,49 @@ def test_a_job_idle_only_while_it_loads_gets_nothing(cluster, prom):
     assert summary["watch"] == []
     assert "IDLE_GPUS" not in (cluster.home / f"watch-{job}.out").read_text()
     assert not [ln for ln in cluster.hook_lines(job) if "piqc-slurm watch" in ln]
+
+
+def with_policy(textfile_dir, **extra):
+    def transform(text: str) -> str:
+        lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in extra.items())
+        return with_watch(textfile_dir)(text) + ("cancel_after_minutes = 0.5\ncancel_warn_minutes = [0.25]\n"
+                                                 + lines)
+    return transform
+
+
+def policy_lines(cluster, job):
+    return [ln for ln in cluster.hook_lines(job) if "piqc-slurm watch job=" in ln and " action=" in ln]
+
+
+def test_the_cancel_policy_warns_then_cancels_with_the_reason_in_sacct(cluster, prom):
+    """idle 12 s -> IDLE_GPUS; held 15 s -> the warning (lead 0.25 min of 0.5); held 30 s -> cancel."""
+    with cluster.patched(cluster.dir / "etc" / "piqc.toml", with_policy(prom)):
+        job = cluster.submit("sleep 120", "--gres=gpu:1", "-o", "watch-%j.out", name="t-watch-cancel")
+        state = cluster.wait(job, timeout=120)
+        cluster.wait_hook("epilog", job)
+    assert state.startswith("CANCELLED")
+    comment = cluster.run(["sacct", "-X", "-n", "-P", "-j", str(job), "-o", "AdminComment"]).stdout.strip()
+    assert re.fullmatch(r"piqc-slurm: cancelled, IDLE_GPUS since \S+Z \(0\.5 min; \$\d+\.\d\d spent\)",
+                        comment), comment
+    lines = policy_lines(cluster, job)
+    assert [re.search(r" action=(\S+)", ln).group(1) for ln in lines] == ["warn", "cancel"], lines
+    assert lines[1].endswith("result=ok")
+    text = (cluster.home / f"watch-{job}.out").read_text()
+    assert "WARNING: this job will be cancelled at" in text and comment in text
+
+
+def test_an_exempt_users_identical_job_is_left_alone_and_a_dry_run_only_logs(cluster, prom):
+    with cluster.patched(cluster.dir / "etc" / "piqc.toml", with_policy(prom, exempt_users=[cluster.user])):
+        exempt = cluster.submit("sleep 45", "--gres=gpu:1", "-o", "watch-%j.out", name="t-watch-exempt")
+        assert cluster.wait(exempt, timeout=120) == "COMPLETED"
+        cluster.wait_hook("epilog", exempt)
+    assert policy_lines(cluster, exempt) == []
+    assert "] IDLE_GPUS on GPU" in (cluster.home / f"watch-{exempt}.out").read_text()  # still told
+    with cluster.patched(cluster.dir / "etc" / "piqc.toml", with_policy(prom, cancel_dry_run=True)):
+        dry = cluster.submit("sleep 45", "--gres=gpu:1", "-o", "watch-%j.out", name="t-watch-dry")
+        assert cluster.wait(dry, timeout=120) == "COMPLETED"
+        cluster.wait_hook("epilog", dry)
+    assert [re.search(r" action=(\S+)", ln).group(1) for ln in policy_lines(cluster, dry)] == [
+        "dry-run-warn", "dry-run-cancel"]
+    text = (cluster.home / f"watch-{dry}.out").read_text()
+    assert "WARNING" not in text and "cancelled" not in text
