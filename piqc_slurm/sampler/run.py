@@ -265,7 +265,7 @@ class Sampler:
         epoch = self._epoch(now)
         idle = self.watch.idle_seconds(epoch)
         labels = dict(self.ctx.watch.labels or {})
-        job = {"job": str(self.ctx.job_id), "user": self.ctx.user, "account": labels.get("account", ""),
+        job = {"jobid": str(self.ctx.job_id), "user": self.ctx.user, "account": labels.get("account", ""),
                "partition": labels.get("partition", ""), "cluster": self.ctx.cluster}
         gpus = []
         for minor, dev in self.source.devices.items():

@@ -3,7 +3,10 @@ directory (`--collector.textfile.directory`); the sampler keeps one per job ther
 (`[watch] textfile_dir`), rewritten every `textfile_interval` seconds by a temporary file renamed
 over it (the collector never reads half a file), and removed when the job ends.
 
-Series (gauges; labels job, user, account, partition, cluster, and per GPU gpu, uuid, type):
+Series (gauges; labels jobid, user, account, partition, cluster, and per GPU gpu, uuid, type). The
+Slurm job is `jobid`, not `job`: Prometheus gives every scraped series its own `job` label (the
+scrape job), and a clashing exposed one would be renamed `exported_job` (jobstats' exporters do the
+same for the same reason).
 
   piqc_gpu_utilization_percent   the latest utilization.gpu sample
   piqc_gpu_memory_used_bytes     the latest memory used

@@ -49,7 +49,7 @@ def test_idle_gpus_notice_syslog_line_textfile_and_summary(cluster, prom):
         families = {f.name: f for f in text_string_to_metric_families(files[0].read_text())}
         util = families["piqc_gpu_utilization_percent"].samples
         assert sorted(int(s.labels["gpu"]) for s in util) == sorted(minors)
-        assert all(s.value == 0.0 and s.labels["job"] == str(job) and s.labels["user"] == cluster.user
+        assert all(s.value == 0.0 and s.labels["jobid"] == str(job) and s.labels["user"] == cluster.user
                    and s.labels["uuid"].startswith("GPU-") and s.labels["partition"] for s in util)
         firing = {s.labels["rule"]: s.value for s in families["piqc_job_rule_firing"].samples}
         assert firing["IDLE_GPUS"] == 1.0

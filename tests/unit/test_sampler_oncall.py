@@ -111,7 +111,7 @@ def test_idle_gpus_notice_line_checkpoint_and_textfile(job_dir, caplog):
     families = {f.name: f for f in text_string_to_metric_families(seen[0])}
     util = families["piqc_gpu_utilization_percent"].samples
     assert {s.labels["gpu"] for s in util} == {"0", "1"} and all(s.value == 0.0 for s in util)
-    assert util[0].labels == {"job": "4242", "user": "nobody", "account": "physics", "partition": "gpu",
+    assert util[0].labels == {"jobid": "4242", "user": "nobody", "account": "physics", "partition": "gpu",
                               "cluster": "test", "gpu": "0", "uuid": "GPU-0", "type": "NVIDIA H100 80GB HBM3"}
     firing = {s.labels["rule"]: s.value for s in families["piqc_job_rule_firing"].samples}
     assert firing == {"IDLE_GPUS": 1.0, "IDLE_GPU": 0.0, "UNDER_BATCHED": 0.0}
