@@ -19,6 +19,11 @@ and lays out):
   heat map of idle GPUs;
 - recurring jobs (same name + user + account) with the most spend: cost per
   run over the trailing window, regressions (RUNTIME_REGRESSION) marked;
+- the live watch: what the samplers told users while their jobs ran (the
+  watch_actions rows, by rule) and every cancel of the cancel policy with
+  who, when, why, and what it saved: the job's spend rate at the cancel
+  times the rest of its time limit (what the job would have spent idling
+  to its limit; jobs.extra Timelimit);
 - coverage: GPU jobs without sampler data, nodes whose hooks look broken,
   GPU types without a price.
 
@@ -64,6 +69,11 @@ _UTIL_SQL = ('SELECT s."job_ref", s."id", g."seconds", g."util_mean", g."did_wor
              'JOIN jobs j ON j."id" = s."job_ref" WHERE j."end" IS NOT NULL AND j."end" >= :since '
              'AND j."end" < :until')
 _JUDGED_SQL = 'SELECT COUNT(*) FROM analysis_runs WHERE "since" <= :since AND "until" >= :until'
+_WATCH_SQL = ('SELECT w."cluster", w."job_id_raw", w."node", w."user", w."rule", w."action", w."at", w."since", '
+              'w."usd", w."detail", s."started", j."extra" FROM watch_actions w '
+              'JOIN node_summaries s ON s."id" = w."summary_id" LEFT JOIN jobs j ON j."id" = s."job_ref" '
+              'WHERE w."at" >= :since AND w."at" < :until ORDER BY w."at", w."id"')
+TOP_CANCELS = 20
 _UTIL_KEYS = ("job_ref", "node", "seconds", "util_mean", "did_work", "mem_used_max_mib", "energy_j", "gpu_type")
 
 
@@ -216,6 +226,39 @@ def _coverage(jobs: Sequence[Mapping[str, Any]], book: PriceBook) -> dict[str, A
             "unknown_types": [{"type": t, "jobs": int(v[0]), "gpu_hours": v[1]} for t, v in sorted(unknown.items())]}
 
 
+def _watch(reader, since: int, until: int) -> dict[str, Any]:
+    """The live watch's actions in [since, until): counts per rule and action, and the cancels."""
+    import json
+
+    from piqc_slurm.errors import ParseError
+    from piqc_slurm.slurm.parse import parse_elapsed
+
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    jobs: dict[str, set] = defaultdict(set)
+    cancels = []
+    for cl, job, node, user, rule, action, at, rsince, usd, detail, started, extra in reader.all(
+            _WATCH_SQL, {"since": since, "until": until}):
+        counts[rule][action] += 1
+        jobs[rule].add((cl, job))
+        if action not in ("cancel", "dry-run-cancel"):
+            continue
+        saved = None
+        doc = json.loads(extra) if isinstance(extra, str | bytes) else (extra or {})
+        try:
+            limit = parse_elapsed(str(doc.get("Timelimit") or ""))
+        except (ParseError, ValueError):
+            limit = None
+        ran = at - (started or at)
+        if usd is not None and limit and ran > 0:
+            saved = usd / ran * max(limit - ran, 0)
+        cancels.append({"cluster": cl, "job_id": job, "node": node, "user": user, "rule": rule,
+                        "dry_run": action == "dry-run-cancel", "at": at, "since": rsince, "usd": usd,
+                        "saved": saved, "detail": detail or ""})
+    return {"rules": {r: {"jobs": len(jobs[r]), **dict(a)} for r, a in sorted(counts.items())},
+            "cancels": cancels[:TOP_CANCELS], "cancels_rest": max(len(cancels) - TOP_CANCELS, 0),
+            "saved": sum(c["saved"] or 0.0 for c in cancels if not c["dry_run"])}
+
+
 def build(reader, since: int, until: int, cfg, book: PriceBook, now: int | None = None) -> dict[str, Any]:
     """Everything the digest shows for [since, until) (job End times), as plain data."""
     days = cfg["analyze.recoverable_days"]
@@ -261,6 +304,7 @@ def build(reader, since: int, until: int, cfg, book: PriceBook, now: int | None 
         "types": dict(sorted(types.items())), "gaps": gaps,
         "recurring": _recurring(trailing, jobs, regressed),
         "coverage": _coverage(jobs, book),
+        "watch": _watch(reader, since, until),
         "empty": not jobs, "judged": bool(reader.all(_JUDGED_SQL, params)[0][0]),
         "trailing_days": days,
     }

@@ -38,7 +38,8 @@ GRANT piqc_reader TO piqc_admin;
 
 GRANT SELECT ON jobs, node_summaries, gpu_usage, timeline, findings, job_gpus, gpu_prices TO piqc_reader;
 -- Idle GPU time, the node inventory and the analyses are the site's, not a user's: admins only.
-GRANT SELECT ON idle_gaps, node_gpus, analysis_runs, price_overrides, catalog_overrides, user_notices TO piqc_admin;
+GRANT SELECT ON idle_gaps, node_gpus, analysis_runs, price_overrides, catalog_overrides, user_notices,
+    watch_actions TO piqc_admin;
 GRANT SELECT ON v_job_gpu, v_idle_gpus, v_gpu_hours_by_user_day, v_gpu_hours_by_account_day, v_job_cost
     TO piqc_reader;
 

@@ -347,4 +347,29 @@ CREATE INDEX ix_jobs_account_end ON jobs (lower(account), "end");
 
 UPDATE alembic_version SET version_num='0009' WHERE alembic_version.version_num = '0008';
 
+-- Running upgrade 0009 -> 0010
+
+CREATE TABLE watch_actions (
+    id SERIAL NOT NULL,
+    summary_id INTEGER NOT NULL,
+    cluster VARCHAR(64) NOT NULL,
+    job_id_raw BIGINT NOT NULL,
+    node VARCHAR(64) NOT NULL,
+    "user" VARCHAR(64) NOT NULL,
+    rule VARCHAR(32) NOT NULL,
+    action VARCHAR(24) NOT NULL,
+    at BIGINT NOT NULL,
+    since BIGINT NOT NULL,
+    usd FLOAT,
+    detail TEXT,
+    PRIMARY KEY (id),
+    FOREIGN KEY(summary_id) REFERENCES node_summaries (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_watch_actions_at ON watch_actions (at);
+
+CREATE INDEX ix_watch_actions_summary ON watch_actions (summary_id);
+
+UPDATE alembic_version SET version_num='0010' WHERE alembic_version.version_num = '0009';
+
 COMMIT;

@@ -108,6 +108,13 @@ def context(d: dict[str, Any], tz: tzinfo | None = None, charts: bool = True) ->
         "gaps_notes": [], "recurring": recurring, "cov": {**d["coverage"], "unknown_types": [
             {**t, "gpu_hours": hours(t["gpu_hours"])} for t in d["coverage"]["unknown_types"]]},
         "trailing_days": d["trailing_days"],
+        "watch": {"rules": [{"rule": r, "jobs": f"{v['jobs']:,}", "notices": f"{v.get('notice', 0):,}",
+                             "warnings": f"{v.get('warn', 0):,}", "cancels": f"{v.get('cancel', 0):,}",
+                             "dry": f"{v.get('dry-run-cancel', 0):,}"} for r, v in d["watch"]["rules"].items()],
+                  "cancels": [{**c, "at": _when(c["at"], tz), "since": _when(c["since"], tz), "usd": usd(c["usd"]),
+                               "saved": usd(c["saved"]) if c["saved"] is not None else "unknown"}
+                              for c in d["watch"]["cancels"]],
+                  "cancels_rest": d["watch"]["cancels_rest"], "saved": usd(d["watch"]["saved"])},
         "accounts_chart": "", "types_chart": "", "heat_chart": "",
     }
     for cl, (a, b) in sorted(g["covered"].items()):
@@ -167,5 +174,13 @@ def render_text(d: dict[str, Any], tz: tzinfo | None = None) -> str:
         t = c["gaps_total"]
         lines.append(f"Idle GPUs: {t['idle_h']} GPU-hours ({t['idle_usd']}), {t['demand_h']} of them while jobs "
                      f"waited ({t['demand_usd']})")
+    if c["watch"]["rules"]:
+        lines.append("Live watch (told while the jobs ran):")
+        lines += [f"  {r['rule']:<14} {r['jobs']:>6} jobs  {r['notices']:>6} notices  {r['warnings']:>5} warnings  "
+                  f"{r['cancels']:>5} cancels" for r in c["watch"]["rules"]]
+        for x in c["watch"]["cancels"]:
+            lines.append(f"  {'would cancel' if x['dry_run'] else 'cancelled'} job {x['job_id']} ({x['user']}) at "
+                         f"{x['at']}: {x['rule']} since {x['since']}, {x['usd']} spent, saved {x['saved']}")
+        lines.append("")
     lines.append(f"Coverage: {c['cov']['unsampled']} of {c['cov']['gpu_jobs']} GPU jobs without sampler data")
     return "\n".join(lines) + "\n"

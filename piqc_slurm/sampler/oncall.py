@@ -94,7 +94,8 @@ class OnCall:
             notice = self._notify(notice_text(self.job_id, ev, usd, self.n_gpus))
             if notice != "ok":
                 log.info("job %d: watch notice not written: %s", self.job_id, notice)
-        return {**ev.to_dict(), "usd": None if usd is None else round(usd, 2), "notice": notice}
+        action = "recovered" if ev.rule.startswith("recovered:") else "notice"
+        return {**ev.to_dict(), "action": action, "usd": None if usd is None else round(usd, 2), "notice": notice}
 
     def policy(self, step: str, rule: str, since: float, lead: float, now: float) -> dict[str, Any]:
         """A step of the cancel policy (Watch.due): a warning, or the cancel (a dry run logs it only).

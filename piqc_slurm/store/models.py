@@ -350,3 +350,25 @@ class UserNotice(Base):
     waste_usd: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_user_notices_user_sent", "user", "sent_at"),)
+
+
+class WatchAction(Base):
+    """One thing the sampler's live watch did while a job ran (sampler/oncall.py; the summary's
+    "watch" list): a rule's notice, its recovery, a warning or cancel of the cancel policy (or a dry
+    run of one). Rewritten with its summary; the digest lists a window's by `at`."""
+
+    __tablename__ = "watch_actions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    summary_id: Mapped[int] = mapped_column(ForeignKey("node_summaries.id", ondelete="CASCADE"))
+    cluster: Mapped[str] = mapped_column(String(64))
+    job_id_raw: Mapped[int] = mapped_column(BigInteger)
+    node: Mapped[str] = mapped_column(String(64))
+    user: Mapped[str] = mapped_column(String(64), default="")
+    rule: Mapped[str] = mapped_column(String(32))      # IDLE_GPUS, IDLE_GPU, UNDER_BATCHED
+    action: Mapped[str] = mapped_column(String(24))    # notice, recovered, warn, cancel, dry-run-warn, dry-run-cancel
+    at: Mapped[int] = mapped_column(BigInteger)        # epoch seconds
+    since: Mapped[int] = mapped_column(BigInteger)     # when the rule's condition began
+    usd: Mapped[float | None] = mapped_column(Float)   # the job's cost so far then
+    detail: Mapped[str | None] = mapped_column(Text)   # evidence, reason or result, as a person reads it
+
+    __table_args__ = (Index("ix_watch_actions_at", "at"), Index("ix_watch_actions_summary", "summary_id"))

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from piqc_slurm.errors import SpoolFormatError, StoreError, first_line
-from piqc_slurm.store.models import GpuTimeline, GpuUsage, Job, JobGpu, NodeSummary
+from piqc_slurm.store.models import GpuTimeline, GpuUsage, Job, JobGpu, NodeSummary, WatchAction
 from piqc_slurm.store.timeline import pack
 from piqc_slurm.summary import check_format as check_version
 
@@ -150,6 +150,7 @@ def upsert_summary(session: Session, doc: dict, timeline: list[dict] | None = No
         session.execute(delete(GpuUsage).where(GpuUsage.summary_id == row.id))
         session.execute(delete(GpuTimeline).where(GpuTimeline.summary_id == row.id))
         session.execute(delete(JobGpu).where(JobGpu.summary_id == row.id))
+        session.execute(delete(WatchAction).where(WatchAction.summary_id == row.id))
         session.flush()
     devices = doc.get("devices") or []
     for d in devices:
@@ -161,7 +162,35 @@ def upsert_summary(session: Session, doc: dict, timeline: list[dict] | None = No
         _note_restarts(session, values["job_ref"], doc)
     if timeline:  # one packed row per GPU (store/timeline.py)
         session.execute(GpuTimeline.__table__.insert(), [dict(gpu, summary_id=row.id) for gpu in pack(timeline)])
+    actions = watch_rows(doc, row.id)
+    if actions:
+        session.execute(WatchAction.__table__.insert(), actions)
     return row.id
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(float(v))
+
+
+def watch_rows(doc: dict, summary_id: int) -> list[dict]:
+    """The summary's "watch" list (sampler/oncall.py records) as watch_actions rows; a record
+    that is not one (a hand-edited summary) is left out, never fails the summary."""
+    out = []
+    for a in doc.get("watch") or []:
+        if not isinstance(a, dict) or not isinstance(a.get("rule"), str) or not _number(a.get("at")):
+            continue
+        rule = a["rule"]
+        action = a.get("action") or ("recovered" if rule.startswith("recovered:") else "notice")
+        since = a.get("since") if _number(a.get("since")) else a["at"]
+        usd = a.get("usd") if _number(a.get("usd")) else None
+        detail = a.get("reason") or a.get("evidence") or ""
+        if a.get("result"):
+            detail = f"{detail} ({a['result']})"
+        out.append({"summary_id": summary_id, "cluster": str(doc["cluster"])[:64], "job_id_raw": doc["job_id"],
+                    "node": str(doc["node"])[:64], "user": str(doc.get("user") or "")[:64],
+                    "rule": rule.split(":", 1)[-1][:32], "action": str(action)[:24], "at": int(a["at"]),
+                    "since": int(since), "usd": usd, "detail": str(detail)[:2000]})
+    return out
 
 
 def _job_gpus(session: Session, summary_id: int, doc: dict, devices: list[dict]) -> None:

@@ -130,7 +130,7 @@ def store(server):
 def arrived(url: str) -> dict[str, int]:
     q = {"node_summaries": "SELECT count(*) FROM node_summaries", "gpu_usage": "SELECT count(*) FROM gpu_usage",
          "timeline": "SELECT count(*) FROM timeline", "job_gpus": "SELECT count(*) FROM job_gpus",
-         "node_gpus": "SELECT count(*) FROM node_gpus"}
+         "node_gpus": "SELECT count(*) FROM node_gpus", "watch_actions": "SELECT count(*) FROM watch_actions"}
     got = {t: plain(url, sql)[0][0] for t, sql in q.items()}
     got["linked"] = plain(url, "SELECT count(*) FROM node_summaries s JOIN jobs j ON j.id = s.job_ref")[0][0]
     got["restarts"] = plain(url, "SELECT restarts FROM jobs")[0][0]
@@ -144,10 +144,13 @@ def push(url: str, summary: Path = SUMMARY) -> None:
 def variants(tmp_path: Path) -> tuple[Path, Path]:
     """The recorded summary as a later job on the same node (its GPUs seen later: the inventory
     rows are updated), and as a changed copy of itself (partial: the summary row is updated and
-    its GPU rows replaced)."""
+    its GPU rows replaced; it carries one live-watch action, so its watch_actions row is inserted, and
+    replaced when it comes again)."""
     doc = json.loads(SUMMARY.read_text())
     later = dict(doc, job_id=doc["job_id"] + 1, started=doc["started"] + 600, ended=doc["ended"] + 600)
-    changed = dict(doc, partial=True, partial_reason="flush timeout")
+    changed = dict(doc, partial=True, partial_reason="flush timeout", watch=[
+        {"rule": "IDLE_GPUS", "at": doc["started"] + 1800, "since": doc["started"], "gpus": [0], "evidence": "e",
+         "action": "notice", "usd": 1.5, "notice": "ok"}])
     paths = tmp_path / "later.summary.json", tmp_path / "changed.summary.json"
     for path, d in zip(paths, (later, changed), strict=True):
         path.write_text(json.dumps(d))
@@ -161,7 +164,7 @@ def expected() -> dict[str, int]:
     gpus = {b["gpu"] for b in map(json.loads, TIMELINE.read_text().splitlines())}
     return {"node_summaries": 1, "gpu_usage": len(doc["devices"]), "timeline": len(gpus),
             "job_gpus": len(doc["gpus"]), "node_gpus": len(doc["devices"]), "linked": 1,
-            "restarts": doc["restart_count"]}
+            "restarts": doc["restart_count"], "watch_actions": 0}
 
 
 def test_the_guides_push_role_delivers_a_summary_and_can_change_no_schema(store, tmp_path):
@@ -174,7 +177,9 @@ def test_the_guides_push_role_delivers_a_summary_and_can_change_no_schema(store,
     push(role.url)  # the same summary again (a replayed outbox): replaced, not doubled
     assert arrived(owner) == expected()
     push(role.url, variants(tmp_path)[1])  # a changed copy: the row is updated, its GPU rows replaced
-    assert arrived(owner) == expected()
+    assert arrived(owner) == {**expected(), "watch_actions": 1}
+    push(role.url, variants(tmp_path)[1])  # again: its watch action replaced, not doubled
+    assert arrived(owner) == {**expected(), "watch_actions": 1}
     assert plain(owner, "SELECT partial, partial_reason FROM node_summaries") == [(True, "flush timeout")]
     for ddl in ("CREATE TABLE piqc_push_probe (x int)", "ALTER TABLE jobs ADD COLUMN probe int",
                 "CREATE INDEX probe_ix ON jobs (name)", "DROP TABLE timeline",
@@ -209,7 +214,7 @@ def test_each_of_the_guides_grants_is_needed(store, tmp_path):
         plain(owner, "DELETE FROM node_summaries; DELETE FROM node_gpus; UPDATE jobs SET restarts = NULL")
         role.grant([u for u in units if u != unit])
         try:
-            for summary in (SUMMARY, later, changed):  # new, a later job on the node, a replacement
+            for summary in (SUMMARY, later, changed, changed):  # new, a later job, a replacement, again
                 push(role.url, summary)
         except StoreError:
             continue

@@ -193,3 +193,57 @@ def test_mail_to_sends_the_file_as_the_html_part(batch, tmp_path):
     assert plain.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
     assert html.get_payload(decode=True) == out.read_bytes()
     assert plain.get_content().splitlines()[2] == "Spend $12.00 (no previous window to compare)"
+
+
+def test_the_live_watch_notices_and_cancels(batch, tmp_path):
+    """Job 3001 (1 H100, $4.00/h, started at S) with a live IDLE_GPUS notice at S+1h and the cancel
+    policy's cancel at S+2h, $8.00 spent: with a 4 h time limit it saved 8.00 / 2 h x 2 h = $8.00."""
+    import json
+    import shutil
+
+    from sqlalchemy.orm import Session
+
+    from piqc_slurm.store import open_engine
+    from piqc_slurm.store.summaries import upsert_summary
+
+    db = tmp_path / "w.db"
+    shutil.copy(batch, db)
+    with sqlite3.connect(db) as c:
+        start, doc = c.execute("SELECT j.start, s.doc FROM jobs j JOIN node_summaries s ON s.job_ref = j.id "
+                               "WHERE j.job_id = '3001'").fetchone()
+        c.execute("UPDATE jobs SET extra = ? WHERE job_id = '3001'", (json.dumps({"Timelimit": "04:00:00"}),))
+    doc = json.loads(doc)
+    doc["watch"] = [
+        {"rule": "IDLE_GPUS", "at": start + 3600, "since": start + 1800, "gpus": [0], "action": "notice",
+         "evidence": "all 1 GPUs active under 5% of the time for 30 min", "usd": 4.0, "notice": "ok"},
+        {"rule": "IDLE_GPUS", "at": start + 7200, "since": start + 1800, "action": "cancel", "usd": 8.0,
+         "reason": "piqc-slurm: cancelled, IDLE_GPUS since ...", "result": "ok"}]
+    engine = open_engine(f"sqlite:///{db}")
+    with Session(engine) as s, s.begin():
+        upsert_summary(s, doc)
+    engine.dispose()
+    with sqlite3.connect(db) as c:
+        rows = c.execute("SELECT rule, action, at - :s, usd FROM watch_actions ORDER BY at", {"s": start}).fetchall()
+    assert rows == [("IDLE_GPUS", "notice", 3600, 4.0), ("IDLE_GPUS", "cancel", 7200, 8.0)]
+    out = tmp_path / "w.html"
+    run(db, "digest", "-S", "2026-11-23", "-E", "2026-11-24", "-o", str(out))
+    page = text(out.read_text())
+    assert "the cancels saved $8.00" in page
+    assert re.search(r"IDLE_GPUS 1 1 0 1 0", page), page[page.find("Live watch"):][:400]
+    assert re.search(r"3001 carol IDLE_GPUS \S+ \S+ \S+ \S+ \$8\.00 \$8\.00", page)
+    # the mail's text part says the same
+    from piqc_slurm import digest as D
+    from piqc_slurm.config import Config, defaults
+    from piqc_slurm.query.gpu import load_price_book
+    from piqc_slurm.query.store import Reader
+    from piqc_slurm.report.digest_page import render_text
+
+    reader = Reader(f"sqlite:///{db}")
+    try:
+        cfg = Config(defaults())
+        data = D.build(reader, start - 6 * 3600, start + 18 * 3600, cfg, load_price_book(reader, cfg))
+    finally:
+        reader.close()
+    body = render_text(data)
+    assert re.search(r"IDLE_GPUS +1 jobs +1 notices +0 warnings +1 cancels", body), body
+    assert re.search(r"cancelled job 3001 \(carol\) at .*: IDLE_GPUS since .*, \$8\.00 spent, saved \$8\.00", body)

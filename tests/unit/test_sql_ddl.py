@@ -99,7 +99,7 @@ def test_migrations_leave_nothing_to_autogenerate(tmp_path):
 
 def test_postgresql_ddl_quotes_reserved_names():
     ddl = (SQL / "schema.postgresql.sql").read_text()
-    assert ddl.count('"user" VARCHAR(64) NOT NULL') == 3  # jobs, node_summaries, user_notices
+    assert ddl.count('"user" VARCHAR(64) NOT NULL') == 4  # jobs, node_summaries, user_notices, watch_actions
     assert 'CREATE INDEX ix_jobs_user_end ON jobs ("user", "end");' in ddl
     assert ddl.rstrip().endswith("COMMIT;")
 
