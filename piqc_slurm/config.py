@@ -79,6 +79,8 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
                                         "evidence over the last this many minutes; 0: off.", minimum=0.0),
         "notices": Setting(bool, True, "Append a notice to the job's output file (as the user) when a rule "
                            "fires."),
+        "allow_opt_out": Setting(bool, True, "Honour a user's --gpu-monitor=...,nowatch (no live rules, notices or "
+                                 "cancel policy for that job; the sampling goes on)."),
         "textfile_dir": Setting(str, "", "node_exporter textfile-collector directory for live per-GPU metrics "
                                 "(piqc_job_<job>.prom); empty: off."),
         "textfile_interval": Setting(float, 15.0, "Seconds between textfile rewrites.", minimum=1.0),

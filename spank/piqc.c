@@ -1,11 +1,15 @@
 /*****************************************************************************
  *  piqc.c - SPANK plugin: let users choose piqc-slurm's GPU sampling per job
  *
- *  Adds --gpu-monitor=off|on|SECONDS to sbatch, srun and salloc.  The choice
+ *  Adds --gpu-monitor=off|on|SECONDS[,nowatch]|nowatch to sbatch, srun and
+ *  salloc.  `nowatch` (alone: on, the site interval) asks the sampler not to
+ *  run its live rules (notices, the cancel policy) for the job; the Prolog
+ *  honours it where the site's [watch] allow_opt_out is true.  The choice
  *  is checked at submit time and handed to the slurmd Prolog (which starts
  *  piqc-slurm's sampler) through the job-control environment:
  *
- *      spank_job_control_setenv("PIQC_GPU_MONITOR", "off" | "<seconds>")
+ *      spank_job_control_setenv("PIQC_GPU_MONITOR", "off" | "<seconds>" |
+ *                               "<seconds>,nowatch")
  *
  *  so that the slurmd Prolog sees SPANK_PIQC_GPU_MONITOR, and a batch
  *  script or salloc shell sees SLURM_SPANK_PIQC_GPU_MONITOR (the tasks of a
@@ -117,6 +121,7 @@ static char spool_dir[PIQC_SPOOL_MAX] = "";    /* "": no job info is written */
 static enum piqc_mode user_mode = PIQC_UNSET;
 static double user_seconds = 0.0;
 static char user_arg[PIQC_MAX_ARG_LEN + 1] = "";
+static int user_nowatch = 0;                   /* ",nowatch" (or "nowatch") given */
 
 static int gpu_monitor_opt_cb(int val, const char *optarg, int remote);
 
@@ -127,10 +132,11 @@ static int gpu_monitor_opt_cb(int val, const char *optarg, int remote);
  *  context, so sbatch and salloc would not know the option.
  */
 static struct spank_option spank_opts[] = {
-	{ "gpu-monitor", "off|on|SECONDS",
+	{ "gpu-monitor", "off|on|SECONDS[,nowatch]",
 	  "GPU sampling for this job (piqc-slurm): 'off' to opt out, 'on' for "
 	  "the site default interval, or seconds between samples (e.g. 5 or "
-	  "0.5; raised to the site minimum).",
+	  "0.5; raised to the site minimum); ',nowatch' (or 'nowatch' alone) "
+	  "for no live notices or cancel policy while the job runs.",
 	  1, 0, gpu_monitor_opt_cb },
 	SPANK_OPTIONS_TABLE_END
 };
@@ -183,6 +189,7 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
 	char buf[PIQC_VALUE_LEN];
+	char full[PIQC_VALUE_LEN + 16];
 	char shown[PIQC_VALUE_LEN];
 	const char *value = "off";
 	double secs;
@@ -223,6 +230,10 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 			return 0;
 		}
 		value = buf;
+		if (user_nowatch) {
+			(void) snprintf(full, sizeof(full), "%s,nowatch", buf);
+			value = full;
+		}
 	}
 
 	rc = spank_job_control_setenv(sp, PIQC_ENV_NAME, value, 1);
@@ -246,19 +257,37 @@ static int gpu_monitor_opt_cb(int val, const char *optarg, int remote)
 {
 	const char *why = NULL;
 	char shown[PIQC_MAX_ARG_LEN + 1];
+	char head[PIQC_MAX_ARG_LEN + 1];
 	enum piqc_mode mode;
 	double secs = 0.0;
+	int nowatch = 0;
+	size_t n;
 
 	(void) val;
+
+	/* "nowatch" alone means on; a ",nowatch" suffix goes with the rest */
+	if (optarg != NULL && strlen(optarg) <= PIQC_MAX_ARG_LEN) {
+		(void) snprintf(head, sizeof(head), "%s", optarg);
+		n = strlen(head);
+		if (strcasecmp(head, "nowatch") == 0) {
+			(void) snprintf(head, sizeof(head), "on");
+			nowatch = 1;
+		} else if (n > 8 && strcasecmp(head + n - 8, ",nowatch") == 0) {
+			head[n - 8] = '\0';
+			nowatch = 1;
+		}
+	} else {
+		head[0] = '\0';
+	}
 
 	if (optarg == NULL) {
 		why = "a value is required";
 		mode = PIQC_UNSET;
-	} else if (strcasecmp(optarg, "off") == 0) {
+	} else if (strcasecmp(head, "off") == 0) {
 		mode = PIQC_OFF;
-	} else if (strcasecmp(optarg, "on") == 0) {
+	} else if (strcasecmp(head, "on") == 0) {
 		mode = PIQC_ON;
-	} else if (parse_seconds(optarg, &secs, &why) == 0) {
+	} else if (parse_seconds(nowatch ? head : optarg, &secs, &why) == 0) {
 		mode = PIQC_SECONDS;
 	} else {
 		mode = PIQC_UNSET;
@@ -273,7 +302,8 @@ static int gpu_monitor_opt_cb(int val, const char *optarg, int remote)
 			return 0;
 		}
 		slurm_error("piqc: --gpu-monitor=%s: %s; use off, on, or a "
-			    "positive number of seconds such as 5 or 0.5",
+			    "positive number of seconds such as 5 or 0.5 "
+			    "(either may end in ,nowatch)",
 			    shown, why);
 		return -1;
 	}
@@ -291,6 +321,7 @@ static int gpu_monitor_opt_cb(int val, const char *optarg, int remote)
 
 	user_mode = mode;
 	user_seconds = secs;
+	user_nowatch = nowatch;
 	(void) snprintf(user_arg, sizeof(user_arg), "%s", shown);
 	return 0;
 }

@@ -120,6 +120,7 @@ class MonitorDecision(NamedTuple):
     interval: float
     mode: str  # "on", "off" (user opt-out), "disabled" (site), "cpu-only"
     note: str = ""  # why the user's request was not taken as given
+    nowatch: bool = False  # the user asked for no live watch (--gpu-monitor=...,nowatch)
 
 
 def decide_monitor(ctx_gpus: tuple[int, ...], spank_value: str | None, *, enabled: bool, interval: float,
@@ -135,6 +136,11 @@ def decide_monitor(ctx_gpus: tuple[int, ...], spank_value: str | None, *, enable
     if not enabled:
         return MonitorDecision(False, site_interval, "disabled")
     raw = (spank_value or "").strip().lower()
+    nowatch = raw == "nowatch" or raw.endswith(",nowatch")
+    if nowatch:
+        raw = "on" if raw == "nowatch" else raw[:-len(",nowatch")]
+        return decide_monitor(ctx_gpus, raw, enabled=enabled, interval=interval, min_interval=min_interval,
+                              max_interval=max_interval, allow_opt_out=allow_opt_out)._replace(nowatch=True)
     if raw in ("", "on"):
         return MonitorDecision(True, site_interval, "on")
     if raw == "off":

@@ -43,7 +43,7 @@ def sampler_context(ctx: JobContext, decision: MonitorDecision, cfg, now: float)
         "timeline_bin": int(cfg["sampler.timeline_bin"]), "active_util": float(cfg["sampler.active_util"]),
         "orphan_check": float(cfg["sampler.orphan_check"]), "started": now,
         "max_device_errors": int(cfg["sampler.max_device_errors"]),
-        "watch": watch_settings(ctx, cfg),
+        "watch": None if decision.nowatch and cfg["watch.allow_opt_out"] else watch_settings(ctx, cfg),
     }
 
 
@@ -141,7 +141,11 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
     spool = Spool(cfg["spool_dir"])
     run_dir = spool.make_run_dir(ctx.key)
     write_json_atomic(run_dir / "job.json", job_doc(ctx, decision, now))
-    note = f" ({decision.note})" if decision.note else ""
+    notes = [decision.note] if decision.note else []
+    if decision.nowatch:
+        notes.append("no live watch: the user's nowatch" if cfg["watch.allow_opt_out"]
+                     else "nowatch refused by site policy")
+    note = f" ({'; '.join(notes)})" if notes else ""
     if not decision.enabled:
         return f"monitoring {decision.mode}{note}: no sampler"
     write_json_atomic(run_dir / "context.json", sampler_context(ctx, decision, cfg, now))

@@ -291,20 +291,26 @@ def test_strict_site_accepts_and_clamps(strict_site: str, value: str, note: bool
 
 def expected(value: str) -> str:
     """What the job should see for --gpu-monitor=value under this plugstack.conf."""
-    if value.lower() == "off":
+    low = value.lower()
+    if low == "nowatch" or low.endswith(",nowatch"):   # "nowatch" alone is "on,nowatch"
+        head = "on" if low == "nowatch" else value[:-len(",nowatch")]
+        return head if head.lower() == "off" else f"{expected(head)},nowatch"
+    if low == "off":
         return "off"
-    secs = DEFAULT_INTERVAL if value.lower() == "on" else float(value)
+    secs = DEFAULT_INTERVAL if low == "on" else float(value)
     return fmt_seconds(max(secs, MIN_INTERVAL))
 
 
-GOOD_VALUES = ["5", "on", "ON", "2.25", "0.5", "10."] + (["off", "Off"] if ALLOW_OPT_OUT else [])
+GOOD_VALUES = ["5", "on", "ON", "2.25", "0.5", "10.", "nowatch", "5,nowatch", "on,NOWATCH", "0.5,nowatch"] + (
+    ["off", "Off"] if ALLOW_OPT_OUT else [])
 
 
 @pytest.mark.parametrize("value", GOOD_VALUES)
 def test_sbatch_value_reaches_job(outdir: Path, value: str) -> None:
     out, job_id = submit(outdir, f"--gpu-monitor={value}", script=SHOW_VALUE)
     assert out.returncode == 0 and job_id, out.stderr
-    clamped = value.lower() not in ("on", "off") and float(value) < MIN_INTERVAL
+    head = value.lower().removesuffix(",nowatch")
+    clamped = head not in ("on", "off", "nowatch") and float(head) < MIN_INTERVAL
     assert ("raised to the site minimum" in out.stderr) == clamped, out.stderr
     assert "error" not in out.stderr.lower(), out.stderr
     assert wait_for_job(job_id) == "COMPLETED"

@@ -77,7 +77,7 @@ def test_a_job_idle_only_while_it_loads_gets_nothing(cluster, prom):
         assert cluster.wait(job, timeout=90) == "COMPLETED"
         summary = cluster.wait_summary(job)
     assert summary["watch"] == []
-    assert "IDLE_GPUS" not in (cluster.home / f"watch-{job}.out").read_text()
+    assert "] IDLE_GPUS on GPU" not in (cluster.home / f"watch-{job}.out").read_text()
     assert not [ln for ln in cluster.hook_lines(job) if "piqc-slurm watch" in ln]
 
 
@@ -125,3 +125,17 @@ def test_an_exempt_users_identical_job_is_left_alone_and_a_dry_run_only_logs(clu
         "dry-run-warn", "dry-run-cancel"]
     text = (cluster.home / f"watch-{dry}.out").read_text()
     assert "WARNING" not in text and "cancelled" not in text
+
+
+def test_a_users_nowatch_through_the_spank_option_leaves_the_idle_job_untold(cluster, prom):
+    with cluster.patched(cluster.dir / "etc" / "piqc.toml", with_watch(prom)):
+        job = cluster.submit("sleep 25", "--gres=gpu:1", "--gpu-monitor=nowatch", "-o", "watch-%j.out",
+                             name="t-watch-nowatch")
+        assert cluster.wait(job, timeout=90) == "COMPLETED"
+        summary = cluster.wait_summary(job)
+    prolog = next(ln for ln in cluster.hook_lines(job) if "prolog job=" in ln and "sampler pid" in ln)
+    assert "no live watch: the user's nowatch" in prolog
+    assert summary["monitor"] == "on" and summary["devices"] and "watch" not in summary
+    text = (cluster.home / f"watch-{job}.out").read_text()
+    assert "] IDLE_GPUS on GPU" not in text and "IDLE_GPUS: This job used no GPU" in text  # the end report only
+    assert not [ln for ln in cluster.hook_lines(job) if "piqc-slurm watch" in ln]

@@ -65,6 +65,17 @@ def test_user_interval_is_revalidated_and_clamped(value, enabled, interval, mode
     assert (d.enabled, d.interval, d.mode) == (enabled, interval, mode)
 
 
+@pytest.mark.parametrize("value, interval, nowatch", [
+    ("nowatch", 1.0, True), ("on,nowatch", 1.0, True), ("5,NOWATCH", 5.0, True), ("0.5,nowatch", 1.0, True),
+    ("5", 5.0, False), ("nowatchx", 1.0, False), (",nowatch", 1.0, True), ("bogus,nowatch", 1.0, True),
+])
+def test_nowatch_is_a_suffix_or_alone(value, interval, nowatch):
+    """The SPANK plugin passes "<seconds>,nowatch"; a hand-set value is parsed the same way (a bad
+    interval before it is ignored, as without it)."""
+    d = decide_monitor((0,), value, **SITE)
+    assert (d.enabled, d.interval, d.mode, d.nowatch) == (True, interval, "on", nowatch)
+
+
 def test_opt_out_refused_by_policy_and_site_switch():
     d = decide_monitor((0,), "off", **{**SITE, "allow_opt_out": False})
     assert d.enabled and "refused" in d.note
