@@ -79,6 +79,9 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
                                         "evidence over the last this many minutes; 0: off.", minimum=0.0),
         "notices": Setting(bool, True, "Append a notice to the job's output file (as the user) when a rule "
                            "fires."),
+        "mail": Setting(bool, False, "Also mail each notice to the job's user through mail_prog."),
+        "mail_prog": Setting(str, "/bin/mail", "The mail command, run as `mail_prog -s SUBJECT USER` with the notice "
+                             "on stdin, as slurmctld runs Slurm's MailProg (set it to your MailProg)."),
         "allow_opt_out": Setting(bool, True, "Honour a user's --gpu-monitor=...,nowatch (no live rules, notices or "
                                  "cancel policy for that job; the sampling goes on)."),
         "textfile_dir": Setting(str, "", "node_exporter textfile-collector directory for live per-GPU metrics "

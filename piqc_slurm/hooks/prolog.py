@@ -69,6 +69,7 @@ def watch_settings(ctx: JobContext, cfg) -> dict | None:
         "cancel_warn_minutes": [float(x) for x in cfg["watch.cancel_warn_minutes"]],
         "cancel_dry_run": bool(cfg["watch.cancel_dry_run"]),
         "cancel_exempt": cancel_exempt(ctx, cfg),
+        "mail_prog": cfg["watch.mail_prog"] if cfg["watch.mail"] else "",
     }
 
 

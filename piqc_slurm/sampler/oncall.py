@@ -29,6 +29,7 @@ from piqc_slurm.sampler.watch import Event, WatchSettings
 log = logging.getLogger("piqc-slurm.sampler")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,:@+-]")
+_USER = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._@-]{0,63}")  # a mail recipient that is no option
 
 FIXES = {
     "IDLE_GPUS": "if the job is stuck or done, end it (scancel {job}); if it waits for input or a "
@@ -130,6 +131,17 @@ class OnCall:
         return record
 
     def _notify(self, text: str) -> str:
+        """The notice to the user: appended to the output file, and mailed where [watch] mail is on."""
+        got = self._append(text)
+        if self.s.mail_prog and got != "not the batch host":  # one mail per job, not one per node
+            sent = mail_user(self.s.mail_prog, self.user, f"piqc-slurm: job {self.job_id}: "
+                             f"{text.strip().split(chr(10))[0].split('] ', 1)[-1][:120]}", text)
+            if sent != "ok":
+                log.warning("job %d: watch mail not sent: %s", self.job_id, sent)
+            got = f"{got}; mail {sent}"
+        return got
+
+    def _append(self, text: str) -> str:
         from piqc_slurm.hooks.context import JobContext, is_batch_host
         from piqc_slurm.hooks.userreport import PatternError, append_as_user, expand_output_path, pattern_inputs
 
@@ -174,6 +186,22 @@ def _scancel(job_id: int, reason: str, timeout: float = 10.0) -> str:
     if r.returncode != 0:
         return f"scancel failed: {(r.stderr or r.stdout).strip()[:200]}"
     return "; ".join(["ok", *notes])
+
+
+def mail_user(prog: str, user: str, subject: str, body: str, timeout: float = 10.0) -> str:
+    """`prog -s SUBJECT USER`, the body on stdin (slurmctld's MailProg call); 'ok' or why not.
+    argv, no shell: the subject holds job text, and a user name starting with '-' is refused."""
+    import subprocess
+
+    if not _USER.fullmatch(user or ""):
+        return f"no mail to a user named {user[:40]!r}"
+    subject = subject.replace("\n", " ").replace("\r", " ")
+    try:
+        r = subprocess.run([prog, "-s", subject, user], input=body, capture_output=True, text=True,
+                           timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{prog}: {exc}"
+    return "ok" if r.returncode == 0 else f"{prog} exited {r.returncode}: {(r.stderr or r.stdout).strip()[:200]}"
 
 
 def _pricer(settings: WatchSettings, gpu_names: Sequence[str | None], partition: str):

@@ -65,6 +65,7 @@ class WatchSettings(NamedTuple):
     cancel_warn_minutes: tuple[float, ...] = (15.0, 5.0)  # lead times of the warnings
     cancel_dry_run: bool = False
     cancel_exempt: str = ""                  # why this job is exempt (the Prolog decides); "": not
+    mail_prog: str = ""                      # [watch] mail_prog when [watch] mail is on; "": no mail
 
     @classmethod
     def from_dict(cls, doc: Any) -> WatchSettings:
@@ -95,8 +96,9 @@ class WatchSettings(NamedTuple):
                 isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in leads):
             raise ValueError(f"watch.cancel_warn_minutes: expected minutes >= 0, got {leads!r}")
         v["cancel_warn_minutes"] = tuple(sorted((float(x) for x in leads), reverse=True))
-        if not isinstance(v["cancel_exempt"], str):
-            raise ValueError(f"watch.cancel_exempt: expected a string, got {v['cancel_exempt']!r}")
+        for k in ("cancel_exempt", "mail_prog"):
+            if not isinstance(v[k], str):
+                raise ValueError(f"watch.{k}: expected a string, got {v[k]!r}")
         if not isinstance(v["textfile_dir"], str):
             raise ValueError(f"watch.textfile_dir: expected a path, got {v['textfile_dir']!r}")
         t = v["thresholds"]

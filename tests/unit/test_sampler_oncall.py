@@ -157,3 +157,34 @@ def test_notice_text_names_the_fix():
         "IDLE_GPUS).\n  Fix: ask for fewer GPUs next time (--gres=gpu:2), or make the code use all of them "
         "(torchrun --nproc-per-node, DDP, or CUDA_VISIBLE_DEVICES per task).\n")
     assert json.dumps(ev.to_dict())
+
+
+def test_mail_goes_through_the_mail_prog_as_slurmctld_calls_it(job_dir, tmp_path):
+    """mail_prog -s SUBJECT USER with the notice on stdin (a stand-in MailProg records its argv)."""
+    d, run = job_dir
+    got = d / "mail.txt"
+    prog = d / "mailprog"
+    prog.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {got}\ncat >> {got}\n')
+    prog.chmod(0o755)
+    out = d / "user" / "slurm-4242.out"
+    out.write_text("")
+    os.chown(out, NOBODY, NOBODY)
+    clock = FakeClock(wall=WALL)
+    source = H100Source(clock, [0, 1], util=lambda m, t: 0.0)
+    clock.at(40.0, lambda: sampler.request_stop("SIGTERM"))
+    sampler = Sampler(context(uid=NOBODY, user="nobody", watch=settings(d / "prom", mail_prog=str(prog))), source,
+                      run, clock=clock, job=job_record(out))
+    assert sampler.run() == 0
+    lines = got.read_text().splitlines()
+    assert lines[:3] == ["-s", "piqc-slurm: job 4242: IDLE_GPUS on GPUs 0,1 since 2023-11-14T22:13:20Z: all 2 "
+                         "GPUs active under 5% of the time for 0.5 min.", "nobody"]
+    assert "\n".join(lines[3:]).strip("\n") == out.read_text().strip("\n")  # the notice itself
+    [act] = load_checkpoint(run / "checkpoint.json")["watch"]["actions"]
+    assert act["notice"] == "ok; mail ok"
+
+
+def test_no_mail_to_a_name_that_reads_as_an_option():
+    from piqc_slurm.sampler.oncall import mail_user
+
+    assert mail_user("/bin/true", "-froot", "s", "b").startswith("no mail to a user named")
+    assert mail_user("/bin/true", "alice", "s", "b") == "ok"
