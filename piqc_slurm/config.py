@@ -97,6 +97,8 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
         "exempt_users": Setting(list, [], "Users whose jobs are never warned or cancelled."),
         "exempt_accounts": Setting(list, [], "Accounts whose jobs are never warned or cancelled."),
         "exempt_partitions": Setting(list, [], "Partitions whose jobs are never warned or cancelled."),
+        "exempt_qos": Setting(list, [], "QOS whose jobs are never warned or cancelled (asked of squeue by the "
+                              "Prolog, off the job's path, only when this list and the cancel policy are set)."),
     },
     "epilog": {
         "flush_timeout": Setting(float, 5.0, "Seconds the Epilog waits for the sampler's final flush.",

@@ -80,7 +80,32 @@ def cancel_exempt(ctx: JobContext, cfg) -> str:
                                 ("partition", ctx.partition, cfg["watch.exempt_partitions"])):
         if value and value.lower() in {x.lower() for x in listed}:
             return f"exempt {what} {value}"
+    if cfg["watch.exempt_qos"] and cfg["watch.cancel_after_minutes"] > 0:
+        qos = job_qos(ctx.job_id)
+        if qos is None:  # unknown: the safe side is to leave the job alone
+            return "exempt: QOS unknown (squeue did not answer) and [watch] exempt_qos is set"
+        if qos.lower() in {x.lower() for x in cfg["watch.exempt_qos"]}:
+            return f"exempt qos {qos}"
     return ""
+
+
+def job_qos(job_id: int, timeout: float = 5.0) -> str | None:
+    """The job's QOS from squeue (the hook environment of Slurm 22.05 names none): argv, no shell."""
+    import os
+    import shutil
+    import subprocess
+
+    path = f"{os.environ.get('PATH') or ''}:/usr/bin:/usr/local/bin:/bin"
+    squeue = shutil.which("squeue", path=path)
+    if squeue is None:
+        return None
+    try:
+        r = subprocess.run([squeue, "-h", "-j", str(int(job_id)), "-o", "%q"], capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    qos = r.stdout.strip().splitlines()
+    return qos[0].strip() if r.returncode == 0 and qos and qos[0].strip() else None
 
 
 def job_doc(ctx: JobContext, decision: MonitorDecision, now: float) -> dict:
@@ -146,10 +171,15 @@ def run(env: dict[str, str], cfg, now: float | None = None) -> str:
     if decision.nowatch:
         notes.append("no live watch: the user's nowatch" if cfg["watch.allow_opt_out"]
                      else "nowatch refused by site policy")
-    note = f" ({'; '.join(notes)})" if notes else ""
     if not decision.enabled:
+        note = f" ({'; '.join(notes)})" if notes else ""
         return f"monitoring {decision.mode}{note}: no sampler"
-    write_json_atomic(run_dir / "context.json", sampler_context(ctx, decision, cfg, now))
+    context = sampler_context(ctx, decision, cfg, now)
+    watch = context["watch"]
+    if watch and watch["cancel_after_minutes"] > 0 and watch["cancel_exempt"]:
+        notes.append(f"cancel policy: {watch['cancel_exempt']}")
+    note = f" ({'; '.join(notes)})" if notes else ""
+    write_json_atomic(run_dir / "context.json", context)
     argv = [sys.executable, "-m", "piqc_slurm.sampler", str(run_dir)]
     pid = spawn_detached(argv, run_dir / "sampler.pid")
     return f"sampler pid {pid} for GPUs {','.join(map(str, ctx.gpus))} every {decision.interval:g}s{note}"

@@ -139,3 +139,15 @@ def test_a_users_nowatch_through_the_spank_option_leaves_the_idle_job_untold(clu
     text = (cluster.home / f"watch-{job}.out").read_text()
     assert "] IDLE_GPUS on GPU" not in text and "IDLE_GPUS: This job used no GPU" in text  # the end report only
     assert not [ln for ln in cluster.hook_lines(job) if "piqc-slurm watch" in ln]
+
+
+def test_an_exempt_qos_is_asked_of_squeue_and_left_alone(cluster, prom):
+    """Slurm 22.05's hook environment names no QOS: the Prolog asks squeue (detached, off the job's path)."""
+    qos = cluster.run(["sacctmgr", "-n", "-P", "show", "qos", "format=Name"]).stdout.split()[0]
+    with cluster.patched(cluster.dir / "etc" / "piqc.toml", with_policy(prom, exempt_qos=[qos.upper()])):
+        job = cluster.submit("sleep 45", "--gres=gpu:1", f"--qos={qos}", "-o", "watch-%j.out", name="t-watch-qos")
+        assert cluster.wait(job, timeout=120) == "COMPLETED"
+        cluster.wait_hook("epilog", job)
+    prolog = next(ln for ln in cluster.hook_lines(job) if "prolog job=" in ln and "sampler pid" in ln)
+    assert f"cancel policy: exempt qos {qos}" in prolog
+    assert policy_lines(cluster, job) == []
