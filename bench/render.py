@@ -71,7 +71,9 @@ def render(files: list[Path], everything: bool = False) -> str:
             ratio = f"{f['ratio']:.2f}x {f['ratio_to']}"
         elif f["unit"] == "x" and f.get("ratio_to"):
             ratio = f"vs {f['ratio_to']}"
-        machine = f"{m['nproc']} cores, {m['mem_gib']} GiB"
+        # the CPU too: two "2 cores" machines here differ ~2x (Intel Xeon on 12-02/03, AMD EPYC on 12-04)
+        cpu = (m.get("cpu") or "").replace("(R)", "").replace(" Processor", "").strip()
+        machine = f"{m['nproc']} cores{' ' + cpu if cpu else ''}, {m['mem_gib']} GiB"
         lines.append(f"| {cell(f['what'])} | {number(f['value'], f['unit'])} | {target} | {cell(ratio)} | "
                      f"{machine} | {m['date']} |")
     return "\n".join(lines) + "\n"

@@ -71,3 +71,17 @@ def test_the_readme_table_shows_value_target_ratio_machine_and_date(bench, tmp_p
     assert lines[4] == "| cluster.sacct.ratio_median | 0.76x | <= 1.00x met | vs sacct | 2 cores, 23 GiB | 2026-12-02 |"
     assert len(lines) == 5  # the non-headline figure only with --all
     assert len(render.render([p], everything=True).splitlines()) == 6
+
+
+def test_the_machine_column_names_the_cpu(bench, tmp_path):
+    """Two 2-core machines here differ ~2x in speed: the table says which one a figure came from."""
+    _, render = bench
+    doc = {"machine": {"nproc": 2, "mem_gib": 23, "date": "2026-12-04", "cpu": "AMD EPYC"},
+           "figures": [fig("hooks.prolog", 8.7)]}
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(doc))
+    assert render.render([p]).splitlines()[2] == ("| hooks.prolog | 8.7 ms |  |  | 2 cores AMD EPYC, 23 GiB | "
+                                                  "2026-12-04 |")
+    doc["machine"]["cpu"] = "Intel(R) Xeon(R) Processor"
+    p.write_text(json.dumps(doc))
+    assert "| 2 cores Intel Xeon, 23 GiB |" in render.render([p])
