@@ -90,22 +90,17 @@ def cancel_exempt(ctx: JobContext, cfg) -> str:
 
 
 def job_qos(job_id: int, timeout: float = 5.0) -> str | None:
-    """The job's QOS from squeue (the hook environment of Slurm 22.05 names none): argv, no shell."""
-    import os
-    import shutil
-    import subprocess
+    """The job's QOS from squeue (the hook environment of Slurm 22.05 names none), through slurm.run."""
+    from piqc_slurm.errors import SacctError
+    from piqc_slurm.slurm.run import run_command, slurm_tool
 
-    path = f"{os.environ.get('PATH') or ''}:/usr/bin:/usr/local/bin:/bin"
-    squeue = shutil.which("squeue", path=path)
-    if squeue is None:
-        return None
+    env = dict(os.environ)
     try:
-        r = subprocess.run([squeue, "-h", "-j", str(int(job_id)), "-o", "%q"], capture_output=True, text=True,
-                           timeout=timeout, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
+        out = run_command([slurm_tool("squeue", env), "-h", "-j", str(int(job_id)), "-o", "%q"], env, timeout, "")
+    except SacctError:
         return None
-    qos = r.stdout.strip().splitlines()
-    return qos[0].strip() if r.returncode == 0 and qos and qos[0].strip() else None
+    qos = out.strip().splitlines()
+    return qos[0].strip() if qos and qos[0].strip() else None
 
 
 def job_doc(ctx: JobContext, decision: MonitorDecision, now: float) -> dict:

@@ -161,30 +161,24 @@ class OnCall:
         return append_as_user(path, text, ctx.uid, ctx.gid, ctx.user, 3.0)
 
 
-SLURM_BIN_PATH = "/usr/bin:/usr/local/bin:/bin"
-"""Where scontrol and scancel are looked for: slurmd runs hooks (and so the sampler) with no PATH."""
-
-
 def _scancel(job_id: int, reason: str, timeout: float = 10.0) -> str:
-    """AdminComment (sacct shows it) then scancel; argv lists, no shell. 'ok' or why not."""
+    """AdminComment (sacct shows it) then scancel, through slurm.run; 'ok' or why not."""
     import os
-    import shutil
-    import subprocess
 
-    path = os.environ.get("PATH") or SLURM_BIN_PATH
-    tools = {t: shutil.which(t, path=f"{path}:{SLURM_BIN_PATH}") for t in ("scontrol", "scancel")}
-    if tools["scancel"] is None:
-        return "no scancel found"
+    from piqc_slurm.errors import SacctError
+    from piqc_slurm.slurm.run import run_command, slurm_tool
+
+    env = dict(os.environ)
     notes = []
-    if tools["scontrol"] is not None:
-        r = subprocess.run([tools["scontrol"], "update", f"JobId={int(job_id)}", f"AdminComment={reason}"],
-                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        if r.returncode != 0:
-            notes.append(f"AdminComment not set: {(r.stderr or r.stdout).strip()[:200]}")
-    r = subprocess.run([tools["scancel"], str(int(job_id))], capture_output=True, text=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
-    if r.returncode != 0:
-        return f"scancel failed: {(r.stderr or r.stdout).strip()[:200]}"
+    try:
+        run_command([slurm_tool("scontrol", env), "update", f"JobId={int(job_id)}", f"AdminComment={reason}"],
+                    env, timeout, "")
+    except SacctError as exc:
+        notes.append(f"AdminComment not set: {exc}")
+    try:
+        run_command([slurm_tool("scancel", env), str(int(job_id))], env, timeout, "")
+    except SacctError as exc:
+        return f"scancel failed: {exc}"
     return "; ".join(["ok", *notes])
 
 
@@ -216,10 +210,9 @@ def _pricer(settings: WatchSettings, gpu_names: Sequence[str | None], partition:
         catalog = load_catalog()
         prices = Prices.from_config(settings.prices, catalog)
         gtype = catalog.type_of_name(next((n for n in gpu_names if n), None))
-        rate = prices.gpu_rate(gtype, partition)
+        prices.gpu_rate(gtype, partition)  # at start: a bad price table shows now, not at the first notice
     except Exception as exc:  # noqa: BLE001 - no dollars is no reason to stop watching
         log.warning("watch: no prices (%s: %s); notices without dollars", type(exc).__name__, exc)
         return None
-    del rate  # looked up once here: a bad price table shows at start, not at the first notice
     parts = parts_of(len(gpu_names), gtype)
     return lambda elapsed: job_cost(parts, elapsed, prices, partition=partition).usd

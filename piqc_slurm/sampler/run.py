@@ -214,8 +214,9 @@ class Sampler:
         if ws is None or not ws.windows():
             return
         from piqc_slurm.sampler.oncall import OnCall
-        from piqc_slurm.sampler.watch import Watch, device_limits
+        from piqc_slurm.sampler.watch import MAX_EVENTS, Watch, device_limits
 
+        self._keep = MAX_EVENTS
         devices = self.source.devices
         self.watch = Watch(ws, started=self.ctx.started, interval=self.ctx.interval,
                            devices=device_limits(devices.items()))
@@ -227,7 +228,7 @@ class Sampler:
             self.watch.restore(w)
             acts = w.get("actions")
             if isinstance(acts, list):
-                self.watch_actions = [a for a in acts if isinstance(a, dict)][-64:]
+                self.watch_actions = [a for a in acts if isinstance(a, dict)][-self._keep:]
         if ws.textfile_dir:
             from piqc_slurm.sampler.textfile import file_name
 
@@ -249,15 +250,18 @@ class Sampler:
             epoch = self._epoch(now)
             try:
                 for ev in self.watch.evaluate(epoch):
-                    self.watch_actions = (self.watch_actions + [self.oncall.act(ev)])[-64:]
+                    self._record(self.oncall.act(ev))
                 for step, rule, since, lead in self.watch.due(epoch):
-                    self.watch_actions = (self.watch_actions + [self.oncall.policy(step, rule, since, lead,
-                                                                                   epoch)])[-64:]
+                    self._record(self.oncall.policy(step, rule, since, lead, epoch))
             except Exception as e:  # noqa: BLE001 - a failed notice or scancel must not stop the sampling
                 log.error("job %d: watch action failed: %s: %s", self.ctx.job_id, type(e).__name__, e)
         if self._text_name is not None and now >= self._next_text:
             self._next_text = now + self.ctx.watch.textfile_interval
             self._write_textfile(now)
+
+    def _record(self, action: dict) -> None:
+        """Keep what the watch did (checkpoint, summary), the newest MAX_EVENTS."""
+        self.watch_actions = (self.watch_actions + [action])[-self._keep:]
 
     def _write_textfile(self, now: float) -> None:
         from piqc_slurm.sampler.textfile import render, write

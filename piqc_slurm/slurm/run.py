@@ -10,6 +10,16 @@ from piqc_slurm.errors import SacctError
 
 SACCT_TIMEOUT = 300
 SCONTROL_TIMEOUT = 30
+TOOL_PATH = "/usr/bin:/usr/local/bin:/bin"
+"""Where a Slurm client is looked for besides PATH: slurmd runs hooks (and so the sampler) with none."""
+
+
+def slurm_tool(name: str, env: Mapping[str, str]) -> str:
+    """The client's path from env's PATH, else TOOL_PATH; the bare name if neither has it (then
+    run_command says it is not found)."""
+    import shutil
+
+    return shutil.which(name, path=f"{env.get('PATH') or ''}:{TOOL_PATH}") or name
 
 
 def run_command(argv: list[str], env: Mapping[str, str], timeout: float, what: str) -> str:
