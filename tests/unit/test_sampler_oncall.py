@@ -46,6 +46,14 @@ def job_dir():
     shutil.rmtree(d)
 
 
+def user_output(d: Path, text: str) -> Path:
+    """The job's output file, the user's own (as slurmstepd leaves it)."""
+    out = d / "user" / "slurm-4242.out"
+    out.write_text(text)
+    os.chown(out, NOBODY, NOBODY)
+    return out
+
+
 def job_record(out: Path) -> dict:
     return {"cluster": "test", "job_id": 4242, "restart_count": 0, "node": "n1", "uid": NOBODY, "gid": NOBODY,
             "user": "nobody", "account": "physics", "partition": "gpu", "gpus": [0, 1], "nodelist": "n1",
@@ -71,9 +79,7 @@ class H100Source(ScriptedSource):
 
 def test_idle_gpus_notice_line_checkpoint_and_textfile(job_dir, caplog):
     d, run = job_dir
-    out = d / "user" / "slurm-4242.out"
-    out.write_text("training...\n")
-    os.chown(out, NOBODY, NOBODY)
+    out = user_output(d, "training...\n")
     clock = FakeClock(wall=WALL)
     source = H100Source(clock, [0, 1], util=lambda m, t: 0.0)
     seen: list[str] = []
@@ -124,9 +130,7 @@ def test_idle_gpus_notice_line_checkpoint_and_textfile(job_dir, caplog):
 
 def test_a_job_that_works_after_loading_is_left_alone(job_dir, caplog):
     d, run = job_dir
-    out = d / "user" / "slurm-4242.out"
-    out.write_text("")
-    os.chown(out, NOBODY, NOBODY)
+    out = user_output(d, "")
     clock = FakeClock(wall=WALL)
     source = H100Source(clock, [0, 1], util=lambda m, t: 0.0 if t < 20 else 85.0)
     clock.at(120.0, lambda: sampler.request_stop("SIGTERM"))
@@ -166,9 +170,7 @@ def test_mail_goes_through_the_mail_prog_as_slurmctld_calls_it(job_dir, tmp_path
     prog = d / "mailprog"
     prog.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {got}\ncat >> {got}\n')
     prog.chmod(0o755)
-    out = d / "user" / "slurm-4242.out"
-    out.write_text("")
-    os.chown(out, NOBODY, NOBODY)
+    out = user_output(d, "")
     clock = FakeClock(wall=WALL)
     source = H100Source(clock, [0, 1], util=lambda m, t: 0.0)
     clock.at(40.0, lambda: sampler.request_stop("SIGTERM"))
