@@ -12,7 +12,15 @@
 # Settings (environment):
 #   PIQC_CLUSTER_DIR  state, config and logs      [/var/lib/piqc-cluster]
 #   CLUSTER_NAME      Slurm ClusterName            [piqc]
-#   NGPU, GPU_TYPE    fake GPUs on the node         [8, h100]
+#   NODES             slurmd nodes on this host     [1]
+#                     1: one node named after the host.  2 or more: nodes
+#                     node1..nodeN (NODE_PREFIX), each its own slurmd (Debian's
+#                     Slurm is built with multiple-slurmd support: slurmd -N),
+#                     port, spool, fake GPUs and fake-NVML state
+#   NGPU, GPU_TYPE    fake GPUs per node            [8, h100]
+#                     comma lists give each node its own, the last one
+#                     repeating: NODES=2 NGPU=4 GPU_TYPE=h100,l40s
+#   NODE_PREFIX       names of the nodes when NODES >= 2   [node]
 #   NODE_CPUS         CPUs declared to Slurm (more than the machine has, so
 #                     dozens of short jobs run at once)   [64]
 #   TEST_USER         unprivileged user who submits jobs  [piqcuser]
@@ -32,6 +40,8 @@ D=${PIQC_CLUSTER_DIR:-/var/lib/piqc-cluster}
 CLUSTER_NAME=${CLUSTER_NAME:-piqc}
 NGPU=${NGPU:-8}
 GPU_TYPE=${GPU_TYPE:-h100}
+NODES=${NODES:-1}
+NODE_PREFIX=${NODE_PREFIX:-node}
 NODE_CPUS=${NODE_CPUS:-64}
 TEST_USER=${TEST_USER:-piqcuser}
 TEST_ACCOUNT=${TEST_ACCOUNT:-research}
@@ -49,6 +59,8 @@ check_piqc_bin() {
 DB_PORT=${DB_PORT:-3307}
 IFS=, read -r CTLD_PORT SLURMD_PORT DBD_PORT <<<"${SLURM_PORTS:-6817,6818,6819}"
 NODE=$(hostname -s)
+IFS=, read -r -a NGPU_LIST <<<"$NGPU"
+IFS=, read -r -a TYPE_LIST <<<"$GPU_TYPE"
 
 ETC=$D/etc; RUN=$D/run; LOG=$D/log; STATE=$D/state; DB=$D/mariadb
 NV=$D/fakenvml; BIN=$D/bin
@@ -57,6 +69,28 @@ DBPASS_FILE=$ETC/db.pass
 
 log() { printf 'cluster.sh: %s\n' "$*" >&2; }
 die() { printf 'cluster.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# --- nodes ------------------------------------------------------------------
+check_nodes() {
+    [[ $NODES =~ ^[1-9][0-9]?$ ]] || die "NODES=$NODES: expected a count 1-99"
+    [[ $NODE_PREFIX =~ ^[a-z][a-z0-9-]{0,30}$ ]] || die "NODE_PREFIX=$NODE_PREFIX: expected lower-case letters, digits, '-'"
+    local n t
+    [ ${#NGPU_LIST[@]} -ge 1 ] && [ ${#TYPE_LIST[@]} -ge 1 ] || die "NGPU and GPU_TYPE must not be empty"
+    for n in "${NGPU_LIST[@]}"; do [[ $n =~ ^[1-9][0-9]?$ && $n -le 64 ]] || die "NGPU=$NGPU: expected counts 1-64"; done
+    for t in "${TYPE_LIST[@]}"; do [[ $t =~ ^[a-z0-9]+$ ]] || die "GPU_TYPE=$GPU_TYPE: expected names like h100,l40s"; done
+    [ ${#NGPU_LIST[@]} -le "$NODES" ] || die "NGPU=$NGPU names more nodes than NODES=$NODES"
+    [ ${#TYPE_LIST[@]} -le "$NODES" ] || die "GPU_TYPE=$GPU_TYPE names more nodes than NODES=$NODES"
+}
+node_name() { if [ "$NODES" = 1 ]; then echo "$NODE"; else echo "$NODE_PREFIX$(($1 + 1))"; fi; }  # 0-based index
+node_ngpu() { echo "${NGPU_LIST[$1]:-${NGPU_LIST[-1]}}"; }
+node_type() { echo "${TYPE_LIST[$1]:-${TYPE_LIST[-1]}}"; }
+node_port() { echo $((SLURMD_PORT + 10 * $1)); }
+node_names() { local i; for ((i = 0; i < NODES; i++)); do node_name "$i"; done; }
+max_ngpu() { local i m=0 n; for ((i = 0; i < NODES; i++)); do n=$(node_ngpu "$i"); [ "$n" -gt "$m" ] && m=$n; done; echo "$m"; }
+# Per-node files: one node keeps the single-node layout; several use slurm.conf's %n.
+slurmd_pidfile() { if [ "$NODES" = 1 ]; then echo "$RUN/slurmd.pid"; else echo "$RUN/slurmd-$1.pid"; fi; }
+fakenvml_dir() { if [ "$NODES" = 1 ]; then echo "$NV"; else echo "$NV/nodes/$1"; fi; }
+piqc_spool() { if [ "$NODES" = 1 ]; then echo "$D/piqc/spool"; else echo "$D/piqc/nodes/$1/spool"; fi; }
 
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root (it starts system daemons and creates /dev/nvidia* nodes)"; }
 
@@ -138,10 +172,10 @@ CryptoType=crypto/munge
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
 SlurmctldPidFile=$RUN/slurmctld.pid
-SlurmdPidFile=$RUN/slurmd.pid
+SlurmdPidFile=$(slurmd_pidfile %n)
 SlurmctldLogFile=$LOG/slurm/slurmctld.log
-SlurmdLogFile=$LOG/slurm/slurmd.log
-SlurmdSpoolDir=$STATE/slurmd
+SlurmdLogFile=$LOG/slurm/$([ "$NODES" = 1 ] && echo slurmd || echo slurmd-%n).log
+SlurmdSpoolDir=$STATE/$([ "$NODES" = 1 ] && echo slurmd || echo slurmd-%n)
 StateSaveLocation=$STATE/slurmctld
 PlugStackConfig=$ETC/plugstack.conf
 MpiDefault=none
@@ -185,13 +219,19 @@ AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$DBD_PORT
 # With slurmdbd this names the munge socket clients use to reach it.
 AccountingStoragePass=$RUN/munge/munge.socket.2
-AccountingStorageTRES=gres/gpu,gres/gpu:$GPU_TYPE
+AccountingStorageTRES=gres/gpu$(printf ',gres/gpu:%s' $(printf '%s\n' "${TYPE_LIST[@]}" | sort -u))
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$NODE_CPUS Sockets=1 CoresPerSocket=$NODE_CPUS ThreadsPerCore=1 RealMemory=${mem:-4000} Gres=gpu:$GPU_TYPE:$NGPU State=UNKNOWN
-PartitionName=gpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
+    local i hostname_port
+    for ((i = 0; i < NODES; i++)); do
+        # Several nodes: slurmd -N NAME on this host, each on its own port (multiple-slurmd build).
+        hostname_port=
+        [ "$NODES" = 1 ] || hostname_port=" NodeHostname=$NODE Port=$(node_port "$i")"
+        echo "NodeName=$(node_name "$i")$hostname_port NodeAddr=127.0.0.1 CPUs=$NODE_CPUS Sockets=1 CoresPerSocket=$NODE_CPUS ThreadsPerCore=1 RealMemory=${mem:-4000} Gres=gpu:$(node_type "$i"):$(node_ngpu "$i") State=UNKNOWN"
+    done
+    echo "PartitionName=gpu Nodes=$(node_names | paste -sd,) Default=YES MaxTime=INFINITE State=UP"
 }
 
 render_cgroup_conf() {
@@ -206,8 +246,13 @@ EOF
 }
 
 render_gres_conf() {
+    local i
     echo "# Generated by docker-slurm/cluster.sh: fake GPUs (character devices, major 195)"
-    echo "NodeName=$NODE Name=gpu Type=$GPU_TYPE File=/dev/nvidia[0-$((NGPU - 1))]"
+    # Every node names /dev/nvidia0.. as a real machine does: the hooks' SLURM_JOB_GPUS is the GPU's
+    # position in its node's list (gres_common.c), which is its minor only when File= counts from 0.
+    for ((i = 0; i < NODES; i++)); do
+        echo "NodeName=$(node_name "$i") Name=gpu Type=$(node_type "$i") File=/dev/nvidia[0-$(($(node_ngpu "$i") - 1))]"
+    done
 }
 
 render_slurmdbd_conf() {
@@ -243,17 +288,17 @@ gpu_name() {
     esac
 }
 
-render_fakenvml_conf() {
-    local spec name mem watts i
-    spec=$(gpu_name "$GPU_TYPE")
+render_fakenvml_conf() { # node index -> that node's fake driver config (its GPUs only, its own state dir)
+    local spec name mem watts i k=$1
+    spec=$(gpu_name "$(node_type "$k")")
     read -r -a parts <<<"$spec"
     watts=${parts[-1]}; mem=${parts[-2]}
     name=${spec% * *}
     echo "# Generated by docker-slurm/cluster.sh (format: docker-slurm/FAKE-GPU.md)"
-    echo "state_dir $NV/state"
+    echo "state_dir $(fakenvml_dir "$(node_name "$k")")/state"
     echo "driver_version 550.54.15"
-    for ((i = 0; i < NGPU; i++)); do
-        printf 'gpu %d GPU-%08x-5e1f-4c0d-9a7b-%012d %s %s %s\n' "$i" $((0x1a2b0000 + i)) "$i" "$mem" "$watts" "$name"
+    for ((i = 0; i < $(node_ngpu "$k"); i++)); do
+        printf 'gpu %d GPU-%08x-5e1f-4c0d-9a7b-%012d %s %s %s\n' "$i" $((0x1a2b0000 + 0x100 * k + i)) "$i" "$mem" "$watts" "$name"
     done
 }
 
@@ -265,7 +310,7 @@ export PIQC_BIN=$PIQC_BIN
 export PIQC_CONFIG=$ETC/piqc.toml
 export PIQC_HOOK_LOG=$LOG/hooks.log
 export PIQC_TIMEOUT=20
-export FAKENVML_CONFIG=$NV/fakenvml.conf
+export FAKENVML_CONFIG=$(fakenvml_dir %n)/fakenvml.conf
 export LD_LIBRARY_PATH=$NV/lib
 EOF
 }
@@ -275,7 +320,7 @@ render_piqc_toml() {
 # piqc-slurm configuration of the test cluster (see piqc_slurm/data/piqc.example.toml).
 cluster = "$CLUSTER_NAME"
 db = "sqlite:///$D/piqc/piqc.db"
-spool_dir = "$D/piqc/spool"
+spool_dir = "$(piqc_spool %n)"
 delivery = "shared-spool"
 shared_spool_dir = "$D/piqc/shared-spool"
 syslog = false
@@ -303,9 +348,8 @@ render_wrapper() { # template -> hook fragment pointing at this cluster's env fi
     sed "s|^PIQC_HOOK_ENV=.*|PIQC_HOOK_ENV=$ETC/hook.env|" "$1"
 }
 
-# install stdin at path with owner/mode; sets CHANGED=1 if a Slurm daemon
-# config (*.conf under $ETC) differed: those need slurmctld/slurmd restarted
-CHANGED=0
+# install stdin at path with owner/mode, touching it only when its content differs (a Slurm
+# config newer than the running slurmctld makes `up` restart slurmctld and slurmd: slurm_stale)
 put() { # path owner mode  (content on stdin)
     local path=$1 owner=$2 mode=$3 tmp
     tmp=$(mktemp "$path.XXXXXX")
@@ -314,7 +358,6 @@ put() { # path owner mode  (content on stdin)
         rm -f "$tmp"
     else
         mv -f "$tmp" "$path"
-        case "$path" in "$ETC"/*.conf) CHANGED=1;; esac
     fi
     chown "$owner" "$path"; chmod "$mode" "$path"
 }
@@ -330,6 +373,13 @@ make_dirs() {
     chown root:root "$D" "$LOG" "$RUN" "$ETC"; chmod 755 "$LOG" "$LOG/slurm"
     chmod 1777 "$NV/state"
     chmod 700 "$D/piqc/spool"
+    local n
+    if [ "$NODES" != 1 ]; then
+        for n in $(node_names); do
+            mkdir -p "$(fakenvml_dir "$n")/state" "$(piqc_spool "$n")"
+            chmod 1777 "$(fakenvml_dir "$n")/state"; chmod 755 "$D/piqc/nodes" "$D/piqc/nodes/$n"; chmod 700 "$(piqc_spool "$n")"
+        done
+    fi
 }
 
 ensure_user() {
@@ -350,7 +400,7 @@ build_fake_driver() {
 make_devices() {
     local i dev rec=$D/devices.list
     touch "$rec"
-    for ((i = 0; i < NGPU; i++)); do
+    for ((i = 0; i < $(max_ngpu); i++)); do
         dev=/dev/nvidia$i
         if [ -e "$dev" ]; then
             grep -qx "$dev" "$rec" || die "$dev exists and was not created by this script: refusing"
@@ -382,7 +432,10 @@ write_configs() {
     put "$ETC/cgroup.conf"   root:root 644 < <(render_cgroup_conf)
     put "$ETC/plugstack.conf" root:root 644 < <(render_plugstack)
     put "$ETC/slurmdbd.conf" slurm:slurm 600 < <(render_slurmdbd_conf)
-    put "$NV/fakenvml.conf" root:root 644 < <(render_fakenvml_conf)
+    local i
+    for ((i = 0; i < NODES; i++)); do
+        put "$(fakenvml_dir "$(node_name "$i")")/fakenvml.conf" root:root 644 < <(render_fakenvml_conf "$i")
+    done
     put "$ETC/hook.env"      root:root 644 < <(render_hook_env)
     put "$ETC/piqc.toml"     root:root 644 < <(render_piqc_toml)
     put "$ETC/prolog.d/50-piqc.sh" root:root 755 < <(render_wrapper "$REPO/epilog/prolog.sh")
@@ -445,13 +498,50 @@ register() {
 }
 
 start_slurm() {
+    local n
     pid_alive "$RUN/slurmctld.pid" || { /usr/sbin/slurmctld; wait_for 30 slurmctld scontrol ping; }
-    pid_alive "$RUN/slurmd.pid" || /usr/sbin/slurmd
-    wait_for 30 "node $NODE idle" sh -c "sinfo -h -n '$NODE' -o %T | grep -Eq '^(idle|mixed|allocated)'"
+    for n in $(node_names); do
+        if [ "$NODES" = 1 ]; then
+            pid_alive "$RUN/slurmd.pid" || /usr/sbin/slurmd
+        else
+            pid_alive "$(slurmd_pidfile "$n")" || /usr/sbin/slurmd -N "$n"
+        fi
+    done
+    for n in $(node_names); do
+        wait_for 30 "node $n idle" sh -c "sinfo -h -n '$n' -o %T | grep -Eq '^(idle|mixed|allocated)'"
+    done
+}
+
+stop_slurmds() { # every slurmd this script started, of this node set or an earlier one
+    local f
+    for f in "$RUN"/slurmd.pid "$RUN"/slurmd-*.pid; do
+        [ -e "$f" ] && stop_pid "$f" "slurmd ${f##*/}"
+    done
+    return 0
+}
+
+slurm_stale() { # 0 when what runs is not what the configs now say: a Slurm config newer than the
+    # running slurmctld (a change, or one an interrupted `up` wrote), or a slurmd of another node set
+    local f n want
+    pid_alive "$RUN/slurmctld.pid" || return 1
+    for f in "$ETC"/slurm.conf "$ETC"/gres.conf "$ETC"/cgroup.conf "$ETC"/plugstack.conf; do
+        [ "$f" -nt "$RUN/slurmctld.pid" ] && return 0
+    done
+    want=" $(for n in $(node_names); do slurmd_pidfile "$n"; done | tr '\n' ' ')"
+    for f in "$RUN"/slurmd.pid "$RUN"/slurmd-*.pid; do
+        pid_alive "$f" && [[ $want != *" $f "* ]] && return 0
+    done
+    return 1
+}
+
+slurm_any_alive() {
+    local f
+    for f in "$RUN"/slurmctld.pid "$RUN"/slurmd.pid "$RUN"/slurmd-*.pid; do pid_alive "$f" && return 0; done
+    return 1
 }
 
 restart_slurm() {
-    stop_pid "$RUN/slurmd.pid" slurmd
+    stop_slurmds
     stop_pid "$RUN/slurmctld.pid" slurmctld
     start_slurm
 }
@@ -468,8 +558,10 @@ stop_pid() { # pidfile name
 }
 
 all_up() {
+    local n
     pid_alive "$RUN/munge/munged.pid" && pid_alive "$RUN/mysqld/mysqld.pid" && pid_alive "$RUN/slurmdbd.pid" \
-        && pid_alive "$RUN/slurmctld.pid" && pid_alive "$RUN/slurmd.pid"
+        && pid_alive "$RUN/slurmctld.pid" || return 1
+    for n in $(node_names); do pid_alive "$(slurmd_pidfile "$n")" || return 1; done
 }
 
 # --- verbs --------------------------------------------------------------------
@@ -477,29 +569,31 @@ cmd_up() {
     need_root
     local t0=$SECONDS
     check_piqc_bin || exit 1
+    check_nodes
     safety_checks
     install_packages
     make_dirs
     ensure_user
     build_fake_driver
-    CHANGED=0
     write_configs
     make_devices
-    if all_up; then
-        if [ "$CHANGED" = 1 ]; then
-            log "configuration changed: restarting slurmctld and slurmd"
-            restart_slurm
-        else
-            log "already up (nothing changed)"
-        fi
+    if all_up && ! slurm_stale; then
+        log "already up (nothing changed)"
     else
         start_munge
         start_mariadb
         start_slurmdbd
         register
-        start_slurm
+        if slurm_any_alive && slurm_stale; then
+            log "configuration changed: restarting slurmctld and slurmd"
+            restart_slurm
+        else
+            start_slurm
+        fi
     fi
-    log "up in $((SECONDS - t0))s: Slurm $(slurm_version), cluster $CLUSTER_NAME, node $NODE with $NGPU x $GPU_TYPE, $(cgroup_mode | sed 's/none/no cgroups/;s/v1/cgroup v1/')"
+    local i what=
+    for ((i = 0; i < NODES; i++)); do what+="${what:+, }node $(node_name "$i") with $(node_ngpu "$i") x $(node_type "$i")"; done
+    log "up in $((SECONDS - t0))s: Slurm $(slurm_version), cluster $CLUSTER_NAME, $what, $(cgroup_mode | sed 's/none/no cgroups/;s/v1/cgroup v1/')"
     log "act on it with: eval \"\$($0 env)\""
 }
 
@@ -513,7 +607,7 @@ cmd_down() {
         scancel --quiet --full --state=RUNNING,PENDING,SUSPENDED -u root 2>/dev/null || true
         for _ in $(seq 1 50); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.2; done
     fi
-    stop_pid "$RUN/slurmd.pid" slurmd
+    stop_slurmds
     stop_pid "$RUN/slurmctld.pid" slurmctld
     stop_pid "$RUN/slurmdbd.pid" slurmdbd
     stop_pid "$RUN/mysqld/mysqld.pid" mariadb
@@ -527,9 +621,14 @@ cmd_down() {
 
 cmd_status() {
     local f name rc=0
-    for f in munge/munged mysqld/mysqld slurmdbd slurmctld slurmd; do
+    for f in munge/munged mysqld/mysqld slurmdbd slurmctld; do
         name=${f##*/}
         if pid_alive "$RUN/$f.pid"; then echo "$name: running (pid $(cat "$RUN/$f.pid"))"; else echo "$name: stopped"; rc=3; fi
+    done
+    for f in "$RUN"/slurmd.pid "$RUN"/slurmd-*.pid; do
+        [ -e "$f" ] || continue
+        name=${f##*/}; name=${name%.pid}
+        if pid_alive "$f"; then echo "$name: running (pid $(cat "$f"))"; else echo "$name: stopped"; rc=3; fi
     done
     if [ $rc = 0 ]; then
         sinfo -N -o '%N %T %G %C' 2>/dev/null || true

@@ -381,7 +381,11 @@ def inputs(reader, since: int, until: int, cfg, book: PriceBook, progress: Calla
     cpus = pd.to_numeric(jobs["alloc_cpus"], errors="coerce")
     el = pd.to_numeric(jobs["elapsed"], errors="coerce")
     jobs["cpu_eff"] = pd.to_numeric(jobs["total_cpu_s"], errors="coerce") / (el * cpus).where((el * cpus) > 0)
-    jobs["node"] = _per_value(jobs["nodelist"].fillna(""), lambda x: x.str.split(",").str[0])
+    from piqc_slurm.slurm.parse import first_node, node_count
+
+    nodelist = jobs["nodelist"].fillna("")
+    jobs["node"] = _per_value(nodelist, lambda x: x.map(first_node))
+    jobs["nodes"] = _per_value(nodelist, lambda x: x.map(node_count).astype("int64"))
     try:
         reg = reg_pending.result() if reg_pending is not None else _regression_part(*reg_args, reader=reader)
     finally:

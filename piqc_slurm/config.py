@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,7 +44,8 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
     "db": Setting(str, "", "SQLAlchemy URL of the store; empty: sqlite under /var/lib/piqc."),
     "store_group": Setting(str, "", "Group of a SQLite store piqc-slurm creates (file 0640, new directories "
                            "0750): its members may read it; empty: the creator's primary group."),
-    "spool_dir": Setting(str, "/var/spool/piqc", "Node-local spool of sampler state and summaries (root-only)."),
+    "spool_dir": Setting(str, "/var/spool/piqc", "Node-local spool of sampler state and summaries (root-only); "
+                         "%n is this node's name (SLURMD_NODENAME), for a host that runs several slurmd."),
     "delivery": Setting(str, "shared-spool", "How the Epilog delivers a summary after spooling it.",
                         choices=("push", "shared-spool", "spool-only")),
     "shared_spool_dir": Setting(str, "", "With delivery = shared-spool: the shared directory ingest reads."),
@@ -106,6 +108,9 @@ SCHEMA: dict[str, dict[str, Setting] | Setting] = {
         "user_report": Setting(bool, True, "Append a short GPU report to the job's output file."),
         "report_timeout": Setting(float, 3.0, "Seconds the report writer may take (hung file systems).",
                                   minimum=0.1),
+        "report_wait": Setting(float, 5.0, "A job on several nodes: seconds the batch host's Epilog waits for the "
+                               "other nodes' summaries in the shared spool, to report on all its GPUs.",
+                               minimum=0.0),
         "push_connect_timeout": Setting(float, 3.0, "Seconds to connect to the store with delivery = push.",
                                         minimum=0.1),
         "push_jitter": Setting(float, 2.0, "Random delay (s) before a push, to spread a wave of Epilogs.",
@@ -343,11 +348,33 @@ def load(explicit: str | None = None, db: str | None = None, env: dict[str, str]
         for key, val in decode(doc, path).items():
             values[key] = val
             origins[key] = path
+    if "%n" in values["spool_dir"]:
+        values["spool_dir"] = expand_node(values["spool_dir"], env, path or "config")
     if db:
         values["db"], origins["db"] = db, "--db"
     elif env.get("PIQC_DB"):
         values["db"], origins["db"] = env["PIQC_DB"], "$PIQC_DB"
     return Config(values=values, origins=origins, path=path)
+
+
+NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def node_name(env) -> str:
+    """This node's Slurm name: SLURMD_NODENAME (set in every hook, in slurmstepd and in a job's
+    tasks; Slurm's clients read it the same way), else the short host name."""
+    import socket
+
+    return env.get("SLURMD_NODENAME") or socket.gethostname().split(".", 1)[0]
+
+
+def expand_node(value: str, env, where: str) -> str:
+    """`%n` -> this node's name, as slurm.conf's SlurmdSpoolDir takes %n on a host that runs several
+    slurmd (each node its own spool). A name that is not a plain node name is refused."""
+    node = node_name(env)
+    if not NODE_NAME.fullmatch(node):
+        raise ConfigError(f"{where}: spool_dir: %n, but the node name {_show(node)} is not a plain name")
+    return value.replace("%n", node)
 
 
 def default_db_url(uid: int | None = None) -> tuple[str, str | None]:

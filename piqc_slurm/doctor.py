@@ -546,6 +546,14 @@ def check_spank(slurm_conf: str, spool_dir: str | None = None) -> Check:
             if spool_dir and spool is None:
                 return Check(WARN, "spank", f"{plug}: piqc.so has no spool=: array tasks and %x output "
                              "files get no report", f"add spool={spool_dir} to its line")
+            if spool and "%n" in spool:  # the plugin expands it as the config does
+                from piqc_slurm.config import expand_node
+                from piqc_slurm.errors import ConfigError
+
+                try:
+                    spool = expand_node(spool, os.environ, plug)
+                except ConfigError as exc:
+                    return Check(WARN, "spank", str(exc), "set SLURMD_NODENAME to this node's name")
             if spool_dir and os.path.normpath(spool) != os.path.normpath(spool_dir):
                 return Check(WARN, "spank", f"{plug}: piqc.so spool={spool} but spool_dir is {spool_dir}: "
                              "the Epilog finds no job info", f"set spool={spool_dir}")

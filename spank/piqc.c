@@ -23,6 +23,8 @@
  *      allow_opt_out=0|1         whether `off` is honoured           [1]
  *      spool=DIR                 piqc-slurm's spool_dir: record job info
  *                                for the Epilog's report             [off]
+ *                                (%n: this slurmd's node name, for a
+ *                                host that runs several slurmd)
  *
  *  Job info for the Epilog (with spool=DIR): the slurmd Epilog of 22.05 has
  *  neither the array ids nor the job name, so it cannot expand %A, %a or %x
@@ -597,6 +599,53 @@ static int write_all(int fd, const char *buf, size_t len)
 }
 
 /*
+ *  spool= with each "%n" replaced by this slurmd's node name, as slurm.conf's
+ *  SlurmdSpoolDir takes %n where one host runs several slurmd (each node then
+ *  has its own spool).  slurmstepd puts its node name in its own environment
+ *  (SLURMD_NODENAME) before any plugin runs; Slurm's node names are letters,
+ *  digits, '.', '_' and '-': anything else is refused.  Returns 0, or -1 and
+ *  sets *why.
+ */
+static int expand_spool(char *out, size_t size, const char **why)
+{
+	const char *node = NULL, *p, *piece;
+	size_t n = 0, len, i;
+
+	for (p = spool_dir; *p; p++) {
+		piece = p;
+		len = 1;
+		if (p[0] == '%' && p[1] == 'n') {
+			if (!node) {
+				node = getenv("SLURMD_NODENAME");
+				if (!node || !node[0]) {
+					*why = "%n, but no SLURMD_NODENAME";
+					return -1;
+				}
+				for (i = 0; node[i]; i++) {
+					if (!isalnum((unsigned char) node[i]) &&
+					    !strchr("._-", node[i])) {
+						*why = "%n, but the node name is "
+						       "not a plain name";
+						return -1;
+					}
+				}
+			}
+			piece = node;
+			len = strlen(node);
+			p++;
+		}
+		if (n + len >= size) {
+			*why = "path too long";
+			return -1;
+		}
+		memcpy(out + n, piece, len);
+		n += len;
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+/*
  *  Put `len` bytes at <spool>/jobinfo/<job_id> as root: a temp file made
  *  with O_EXCL|O_NOFOLLOW (mode 0600) in the root-only jobinfo directory,
  *  renamed over the final name (rename never follows a symlink, and a
@@ -607,22 +656,29 @@ static void write_jobinfo(uint32_t job_id, const char *data, size_t len)
 	char tmp[64], final[16];
 	const char *why = NULL;
 	int sfd, dfd, fd;
+	char spool[PIQC_SPOOL_MAX];
 
-	if (mkdir(spool_dir, 0700) < 0 && errno != EEXIST) {
+	if (expand_spool(spool, sizeof(spool), &why) < 0) {
+		slurm_error("piqc: job %u: spool=%s: %s: no job info for the "
+			    "report", job_id, spool_dir, why);
+		return;
+	}
+
+	if (mkdir(spool, 0700) < 0 && errno != EEXIST) {
 		slurm_info("piqc: job %u: cannot create spool %s: %s: no job "
-			   "info for the report", job_id, spool_dir,
+			   "info for the report", job_id, spool,
 			   strerror(errno));
 		return;
 	}
-	sfd = open_root_dir(AT_FDCWD, spool_dir, &why);
+	sfd = open_root_dir(AT_FDCWD, spool, &why);
 	if (sfd < 0) {
 		slurm_error("piqc: job %u: spool %s %s: no job info for the "
-			    "report", job_id, spool_dir, why);
+			    "report", job_id, spool, why);
 		return;
 	}
 	if (mkdirat(sfd, PIQC_JOBINFO_DIR, 0700) < 0 && errno != EEXIST) {
 		slurm_error("piqc: job %u: cannot create %s/%s: %s", job_id,
-			    spool_dir, PIQC_JOBINFO_DIR, strerror(errno));
+			    spool, PIQC_JOBINFO_DIR, strerror(errno));
 		(void) close(sfd);
 		return;
 	}
@@ -630,7 +686,7 @@ static void write_jobinfo(uint32_t job_id, const char *data, size_t len)
 	(void) close(sfd);
 	if (dfd < 0) {
 		slurm_error("piqc: job %u: %s/%s %s: no job info for the "
-			    "report", job_id, spool_dir, PIQC_JOBINFO_DIR, why);
+			    "report", job_id, spool, PIQC_JOBINFO_DIR, why);
 		return;
 	}
 	(void) snprintf(final, sizeof(final), "%u", job_id);
@@ -645,13 +701,13 @@ static void write_jobinfo(uint32_t job_id, const char *data, size_t len)
 	}
 	if (fd < 0) {
 		slurm_error("piqc: job %u: cannot create %s/%s/%s: %s", job_id,
-			    spool_dir, PIQC_JOBINFO_DIR, tmp, strerror(errno));
+			    spool, PIQC_JOBINFO_DIR, tmp, strerror(errno));
 		(void) close(dfd);
 		return;
 	}
 	if (write_all(fd, data, len) < 0) {
 		slurm_error("piqc: job %u: cannot write %s/%s/%s: %s", job_id,
-			    spool_dir, PIQC_JOBINFO_DIR, tmp, strerror(errno));
+			    spool, PIQC_JOBINFO_DIR, tmp, strerror(errno));
 		(void) close(fd);
 		(void) unlinkat(dfd, tmp, 0);
 		(void) close(dfd);
@@ -659,14 +715,14 @@ static void write_jobinfo(uint32_t job_id, const char *data, size_t len)
 	}
 	if (close(fd) < 0 || renameat(dfd, tmp, dfd, final) < 0) {
 		slurm_error("piqc: job %u: cannot put %s/%s/%s in place: %s",
-			    job_id, spool_dir, PIQC_JOBINFO_DIR, final,
+			    job_id, spool, PIQC_JOBINFO_DIR, final,
 			    strerror(errno));
 		(void) unlinkat(dfd, tmp, 0);
 		(void) close(dfd);
 		return;
 	}
 	(void) close(dfd);
-	slurm_debug("piqc: job %u: job info in %s/%s/%s", job_id, spool_dir,
+	slurm_debug("piqc: job %u: job info in %s/%s/%s", job_id, spool,
 		    PIQC_JOBINFO_DIR, final);
 }
 

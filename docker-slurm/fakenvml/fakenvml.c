@@ -558,6 +558,35 @@ static int parse_config(struct fake_conf *c, const char *path)
     return rc;
 }
 
+/* FAKENVML_CONFIG with each "%n" replaced by SLURMD_NODENAME (as slurm.conf's
+ * paths take %n on a host running several slurmd: each node its own GPUs).
+ * -1 (with a line on stderr) when %n is used and SLURMD_NODENAME is unset. */
+static int expand_node(char *out, size_t size, const char *value)
+{
+    const char *node = NULL;
+    size_t n = 0;
+
+    for (const char *p = value; *p; p++) {
+        const char *piece = p;
+        size_t len = 1;
+        if (p[0] == '%' && p[1] == 'n') {
+            if (!node && !(node = getenv("SLURMD_NODENAME"))) {
+                fprintf(stderr, "fakenvml: FAKENVML_CONFIG=%s names %%n but SLURMD_NODENAME is unset\n", value);
+                return -1;
+            }
+            piece = node;
+            len = strlen(node);
+            p++;
+        }
+        if (n + len >= size)
+            return -1;
+        memcpy(out + n, piece, len);
+        n += len;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
 /* FAKENVML_CONFIG, else fakenvml.conf next to this library (as loaded,
  * then after resolving symlinks). 0 if a readable candidate was found. */
 static int find_config(char *out, size_t size)
@@ -567,7 +596,7 @@ static int find_config(char *out, size_t size)
     char dir[FAKE_PATH_LEN], *slash;
 
     if (env && *env)
-        return copy_str(out, size, env);
+        return expand_node(out, size, env);
     if (!dladdr(&g_refcount, &info) || !info.dli_fname)
         return -1;
     for (int pass = 0; pass < 2; pass++) {

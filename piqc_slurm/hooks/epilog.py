@@ -316,7 +316,8 @@ def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str
         path = expand_output_path(ctx.stdout, inputs)
     except PatternError as exc:
         return f"report: {exc}"
-    text = "\n" + render(summary, Prices.from_config(cfg, catalog), Rules(cfg))
+    others, missing = other_nodes(ctx, cfg, summary)
+    text = "\n" + render(summary, Prices.from_config(cfg, catalog), Rules(cfg), others=others, missing=missing)
     result = append_as_user(path, text, ctx.uid, ctx.gid, ctx.user, cfg["epilog.report_timeout"])
     if result == "ok":
         marker.touch(mode=0o600)
@@ -324,6 +325,67 @@ def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str
     # user text (a job name may hold a newline) as repr: the hook log keeps one line per job
     why = f" (the file was named without job info: {inputs.unknown})" if inputs.array_task_id is None else ""
     return f"report: {result}: {path[:200]!r}{why}"
+
+
+MAX_OTHER_SUMMARY = 8 << 20  # bytes: a node's summary is a few KiB per GPU
+
+
+def other_nodes(ctx: JobContext, cfg, summary: dict, sleep=time.sleep) -> tuple[list[dict], list[str]]:
+    """For the batch host's report of a job on several nodes: the other nodes' summaries of this run,
+    as their Epilogs deliver them to the shared spool (they run at the same time as this one), waited
+    for at most epilog.report_wait seconds; and the nodes whose summary did not come (or cannot:
+    delivery is not shared-spool). A node's file is this run's when its name has this job's key on
+    that node and its start is within an hour of this node's (a reused job id's is not)."""
+    from piqc_slurm.slurm.parse import ParseError, expand_nodelist
+
+    try:
+        nodes = expand_nodelist(ctx.nodelist) if ctx.nodelist else []
+    except ParseError:
+        return [], []
+    others = [n for n in dict.fromkeys(nodes) if n != ctx.node]
+    if not others:
+        return [], []
+    if cfg["delivery"] != "shared-spool" or not cfg["shared_spool_dir"]:
+        return [], others
+    started = summary.get("started") or 0
+    deadline = time.monotonic() + cfg["epilog.report_wait"]
+    found: dict[str, dict] = {}
+    while True:
+        for node in others:
+            if node not in found and (doc := _shared_summary(cfg["shared_spool_dir"], ctx, node, started)):
+                found[node] = doc
+        if len(found) == len(others) or time.monotonic() >= deadline:
+            break
+        sleep(0.05)
+    return [found[n] for n in others if n in found], [n for n in others if n not in found]
+
+
+def _shared_summary(shared_dir: str, ctx: JobContext, node: str, started: float) -> dict | None:
+    """This run's summary from `node` in the shared spool, or None (not there yet, or unreadable)."""
+    import re
+
+    from piqc_slurm.hooks.spool import check_dir
+
+    key = f"{ctx.cluster}.{ctx.job_id}.{ctx.restart_count}.{node}"
+    d = Path(shared_dir) / node
+    pattern = re.compile(re.escape(key) + r"\.(\d+)\.summary\.json")
+    try:
+        check_dir(d)  # root reads here: not through a symlink, not a directory others can write
+        names = [(int(m.group(1)), e.name) for e in os.scandir(d) if (m := pattern.fullmatch(e.name))]
+    except OSError:
+        return None
+    for start, name in sorted(names, reverse=True):
+        if abs(start - started) > 3600:
+            continue
+        try:
+            if os.lstat(d / name).st_size > MAX_OTHER_SUMMARY:
+                continue
+            doc = read_json(d / name)  # O_NOFOLLOW
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("job_id") == ctx.job_id and doc.get("node") == node:
+            return doc
+    return None
 
 
 def _remove_run_dir(run_dir: Path) -> None:

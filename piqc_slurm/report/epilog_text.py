@@ -56,9 +56,10 @@ class Rules:
 
 
 def judge_node(summary: dict[str, Any], prices: Prices, cost: float, rate: float, elapsed: int,
-               rules: Rules) -> list[dict[str, Any]]:
-    """The nightly analysis's rules (analyze.rules) on this node's GPUs. What the Epilog cannot know is
-    left out: how the job ended (FAILED_SPEND), its CPU time (INPUT_BOUND by CPU), its recurring runs
+               rules: Rules, nodes: int = 1) -> list[dict[str, Any]]:
+    """The nightly analysis's rules (analyze.rules) on this node's GPUs (or, `nodes` > 1, on the GPUs of
+    all the job's nodes, merged into `summary`). What the Epilog cannot know is left out: how the
+    job ended (FAILED_SPEND), its CPU time (INPUT_BOUND by CPU), its recurring runs
     (RUNTIME_REGRESSION) and the site's other GPU types (WRONG_TIER): `piqc-slurm analyze` adds those."""
     from piqc_slurm.analyze.explain import findings
     from piqc_slurm.analyze.inputs import gpu_inputs, job_inputs
@@ -66,40 +67,48 @@ def judge_node(summary: dict[str, Any], prices: Prices, cost: float, rate: float
 
     devices = summary.get("devices") or []
     gpus = summary.get("gpus") or []
-    gpu_type = next((d.get("gpu_type") for d in devices if d.get("gpu_type")), None)
+    gpu_type = _one_type(devices)
     spec = prices.catalog.spec(gpu_type) if gpu_type else None
     j = job_inputs(cost=cost, elapsed=elapsed, alloc_gpus=len(gpus), started=True, failed=False,
                    gpus=gpu_inputs(devices, rules.min_share), rate=rate,
                    tflops=float(spec.bf16_tflops) if spec and spec.bf16_tflops else float("nan"),
                    mem_bw=float(spec.mem_bw_gbs) if spec and spec.mem_bw_gbs else float("nan"))
     v = judge(j, rules.thresholds, [])
-    return findings({**j, "gpu_type": gpu_type, "node": summary.get("node")}, v, rules.min_share,
+    return findings({**j, "gpu_type": gpu_type, "node": summary.get("node"), "nodes": nodes}, v, rules.min_share,
                     rules.active_util)
 
 
-def render(summary: dict[str, Any], prices: Prices, rules: Rules | None = None) -> str:
+def _one_type(devices: list[dict[str, Any]]) -> str | None:
+    """The GPU type of these devices when they are all one (a job on nodes of different types has none)."""
+    types = {d.get("gpu_type") for d in devices if d.get("gpu_type")}
+    return types.pop() if len(types) == 1 else None
+
+
+def _no_data(summary: dict[str, Any]) -> str | None:
+    nvml = summary.get("nvml") or {}
+    if not nvml.get("ok") or not summary.get("devices"):
+        return nvml.get("error") or summary.get("partial_reason") or "no sampler data"
+    return None
+
+
+def render(summary: dict[str, Any], prices: Prices, rules: Rules | None = None,
+           others: list[dict[str, Any]] = (), missing: list[str] = ()) -> str:
+    """summary: this (the batch host's) node's; others: the job's other nodes' summaries, missing: the
+    nodes whose summary it does not have (hooks/epilog.other_nodes). One report for the whole job."""
+    if others or missing:
+        return _render_nodes([summary, *others], list(missing), prices, rules or Rules())
     job, node = summary["job_id"], summary["node"]
     gpus = summary.get("gpus") or []
     lines = [f"==== piqc-slurm GPU report: job {job} on {node} ({len(gpus)} GPU{'s' * (len(gpus) != 1)}) ===="]
-    monitor = summary.get("monitor")
-    if monitor == "off":
+    if summary.get("monitor") == "off":
         lines.append("GPU monitoring was switched off for this job (--gpu-monitor=off).")
         return "\n".join(lines) + "\n"
-    nvml = summary.get("nvml") or {}
-    devices = summary.get("devices") or []
-    if not nvml.get("ok") or not devices:
-        why = nvml.get("error") or summary.get("partial_reason") or "no sampler data"
+    why = _no_data(summary)
+    if why:
         lines.append(f"No GPU data for this job: {why}.")
         return "\n".join(lines) + "\n"
     lines.append(f"{'GPU':>4} {'util avg':>9} {'util p95':>9} {'mem peak':>10} {'energy':>11}  note")
-    for d in devices:
-        mem = d.get("mem_used_max_mib")
-        energy = d.get("energy_j")
-        note = "LOST (fell off the bus)" if d.get("lost") else ("did no work" if d.get("did_work") is False else "")
-        lines.append(f"{d['minor']:>4} {_num(d.get('util_mean'), '8.1f', '%'):>9} "
-                     f"{_num(d.get('util_p95'), '8.1f', '%'):>9} "
-                     f"{_num(None if mem is None else mem / 1024, '6.1f', ' GiB'):>10} "
-                     f"{_num(None if energy is None else energy / 3.6e6, '7.3f', ' kWh'):>11}  {note}".rstrip())
+    lines += [_device_line(d) for d in summary.get("devices") or []]
     rules = rules or Rules()
     cost, rate, gpu_type, elapsed = node_cost(summary, prices)
     lines.append(f"Estimated cost: ${money(cost):,.2f} ({len(gpus)} x {gpu_type or 'GPU'} for {_hms(elapsed)} "
@@ -109,4 +118,59 @@ def render(summary: dict[str, Any], prices: Prices, rules: Rules | None = None) 
         lines.append(f"  Advice: {f['advice']}")
     if summary.get("partial"):
         lines.append(f"(partial data: {summary.get('partial_reason')})")
+    return "\n".join(lines) + "\n"
+
+
+def _device_line(d: dict[str, Any], node: str | None = None) -> str:
+    mem = d.get("mem_used_max_mib")
+    energy = d.get("energy_j")
+    note = "LOST (fell off the bus)" if d.get("lost") else ("did no work" if d.get("did_work") is False else "")
+    head = f"{node:<12} " if node is not None else ""
+    return (f"{head}{d['minor']:>4} {_num(d.get('util_mean'), '8.1f', '%'):>9} "
+            f"{_num(d.get('util_p95'), '8.1f', '%'):>9} "
+            f"{_num(None if mem is None else mem / 1024, '6.1f', ' GiB'):>10} "
+            f"{_num(None if energy is None else energy / 3.6e6, '7.3f', ' kWh'):>11}  {note}").rstrip()
+
+
+def _render_nodes(summaries: list[dict[str, Any]], missing: list[str], prices: Prices, rules: Rules) -> str:
+    """The report of a job on several nodes: every node's GPUs, each node's cost at its own GPU type's
+    price, and the rules on all the GPUs at once (IDLE_GPUS counts across nodes)."""
+    import hostlist
+
+    first = summaries[0]
+    names = [s["node"] for s in summaries] + missing
+    ngpu = sum(len(s.get("gpus") or []) for s in summaries)
+    lines = [f"==== piqc-slurm GPU report: job {first['job_id']} on {hostlist.collect_hostlist(names)} "
+             f"({len(names)} nodes, {ngpu} GPU{'s' * (ngpu != 1)}{' reported' if missing else ''}) ===="]
+    if first.get("monitor") == "off":
+        lines.append("GPU monitoring was switched off for this job (--gpu-monitor=off).")
+        return "\n".join(lines) + "\n"
+    lines.append(f"{'node':<12} {'GPU':>4} {'util avg':>9} {'util p95':>9} {'mem peak':>10} {'energy':>11}  note")
+    total, parts, elapsed, devices, gpus, partial = 0.0, [], 0, [], [], []
+    for s in summaries:
+        why = _no_data(s)
+        if why:
+            lines.append(f"{s['node']:<12} no GPU data: {why}")
+        else:
+            lines += [_device_line(d, s["node"]) for d in s.get("devices") or []]
+            devices += s.get("devices") or []
+        cost, rate, gpu_type, node_elapsed = node_cost(s, prices)
+        total += cost
+        elapsed = max(elapsed, node_elapsed)
+        gpus += s.get("gpus") or []
+        parts.append(f"{len(s.get('gpus') or [])} x {gpu_type or 'GPU'} at ${rate:.2f}/GPU-hour on {s['node']}")
+        if s.get("partial"):
+            partial.append(f"{s['node']}: {s.get('partial_reason')}")
+    lines.append(f"Estimated cost: ${money(total):,.2f} for {_hms(elapsed)} ({'; '.join(parts)})")
+    if missing:
+        lines.append(f"Not included: {', '.join(missing)} (no summary in the shared spool in time); "
+                     f"`seff {first['job_id']}` has every node after the next ingest.")
+    elif devices:
+        hours = sum(len(s.get("gpus") or []) * node_cost(s, prices)[3] for s in summaries) / 3600.0
+        merged = {**first, "devices": devices, "gpus": gpus}
+        for f in judge_node(merged, prices, total, total / hours if hours > 0 else 0.0, elapsed, rules,
+                            nodes=len(summaries)):
+            lines.append(f"{f['code']}: {f['sentence']}")
+            lines.append(f"  Advice: {f['advice']}")
+    lines += [f"(partial data: {p})" for p in partial]
     return "\n".join(lines) + "\n"

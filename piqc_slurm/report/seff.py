@@ -175,8 +175,11 @@ def judge_job(view: JobView, cost: float, rate: float, prices, cfg) -> list[dict
                      rate=rate, tflops=float(spec.bf16_tflops) if spec and spec.bf16_tflops else math.nan,
                      mem_bw=float(spec.mem_bw_gbs) if spec and spec.mem_bw_gbs else math.nan, cpu_eff=cpu_eff)
     v = judge(inp, Thresholds.from_config(cfg), [])
-    return findings({**j, **inp, "side": side(j.get("state")), "node": (j.get("nodelist") or "").split(",")[0]},
-                    v, cfg["usage.min_active_share"], cfg["sampler.active_util"])
+    from piqc_slurm.slurm.parse import first_node, node_count
+
+    nodelist = j.get("nodelist") or ""
+    return findings({**j, **inp, "side": side(j.get("state")), "node": first_node(nodelist),
+                     "nodes": node_count(nodelist)}, v, cfg["usage.min_active_share"], cfg["sampler.active_util"])
 
 
 def live_devices(doc: dict[str, Any], catalog, min_share: float) -> list[dict[str, Any]]:
@@ -324,9 +327,10 @@ def live_util(live: Live, alloc_gpus: int) -> tuple[float | None, int]:
 
 def render(view: JobView, values: GpuValues, rate: float, found: list[dict] | None = None,
            stored: bool = False, *, now: int | None = None, live: Live | None = None,
-           live_note: str | None = None) -> str:
+           live_note: str | None = None, parts: list[tuple[int, str | None, float]] | None = None) -> str:
     """values: the job's GPU fields as `piqc-slurm sacct` computes them (query.gpu.values_for_job);
-    rate: its USD per GPU-hour (usage.prices); found: its findings (stored by analyze, else
+    rate: its USD per GPU-hour (usage.prices); parts: (GPUs, type, rate) per GPU type
+    (usage.cost.rated_parts), shown when its nodes hold several; found: its findings (stored by analyze, else
     `judge_job`'s), each with code, sentence and advice; live/live_note: a running job's
     checkpoint figures, or why there are none."""
     j = view.job
@@ -363,9 +367,15 @@ def render(view: JobView, values: GpuValues, rate: float, found: list[dict] | No
         lines.append("GPUs: none allocated")
         lines.append(f"Cost{so_far}: ${cost:,.2f} (CPU-only job)")
         return "\n".join(lines) + "\n"
-    lines.append(f"GPUs: {ngpu}" + (f" x {values.gpu_type or j['gpu_type']}" if (values.gpu_type or j.get("gpu_type"))
-                                     else ""))
-    lines.append(f"GPU cost{so_far}: ${cost:,.2f} ({ngpu} GPU x {format_elapsed(e.elapsed_s)} at ${rate:.2f}/GPU-hour)")
+    if parts and len(parts) > 1:  # nodes of different GPU types: each part at its type's price
+        lines.append(f"GPUs: {ngpu} (" + " + ".join(f"{n} x {t or 'GPU'}" for n, t, _ in parts) + ")")
+        lines.append(f"GPU cost{so_far}: ${cost:,.2f} ({format_elapsed(e.elapsed_s)} x ("
+                     + " + ".join(f"{n} {t or 'GPU'} at ${r:.2f}" for n, t, r in parts) + ") per GPU-hour)")
+    else:
+        lines.append(f"GPUs: {ngpu}" + (f" x {values.gpu_type or j['gpu_type']}"
+                                         if (values.gpu_type or j.get("gpu_type")) else ""))
+        lines.append(f"GPU cost{so_far}: ${cost:,.2f} ({ngpu} GPU x {format_elapsed(e.elapsed_s)} at "
+                     f"${rate:.2f}/GPU-hour)")
     if running:
         lines += _live_lines(live, live_note, ngpu, now)
     if not view.summaries:
@@ -540,4 +550,8 @@ def run(url: str, cfg, jobid: str, *, cluster: str | None, caller, now: int, as_
     if as_json:
         doc = as_json_doc(view, values, rate, found, stored is not None, now=now, live=got, live_note=note)
         return json.dumps(doc, ensure_ascii=False) + "\n"
-    return render(view, values, rate, found, stored is not None, now=now, live=got, live_note=note)
+    from piqc_slurm.usage.cost import rated_parts
+
+    parts = rated_parts(j.get("alloc_gpus") or 0, values.gpu_type or j.get("gpu_type"), j.get("alloc_tres") or "",
+                        prices, j["partition"])
+    return render(view, values, rate, found, stored is not None, now=now, live=got, live_note=note, parts=parts)

@@ -289,6 +289,23 @@ def expand_nodelist(s: str) -> list[str]:
     return list(_expand_nodelist(s))
 
 
+def first_node(s: str) -> str:
+    """A node list's first node ('gpu[01-03]' -> 'gpu01': the batch host of a job); a list that
+    does not parse: its text up to the first comma."""
+    try:
+        return _expand_nodelist(s)[0]
+    except (ParseError, IndexError):
+        return s.split(",")[0]
+
+
+def node_count(s: str) -> int:
+    """How many nodes a node list names (0 for none or one that does not parse)."""
+    try:
+        return len(_expand_nodelist(s))
+    except ParseError:
+        return 0
+
+
 @lru_cache(maxsize=8192)
 def _expand_nodelist(s: str) -> tuple[str, ...]:
     if s in NODELIST_NONE:

@@ -53,6 +53,14 @@ def parts_of(alloc_gpus: int, gpu_type: str | None, alloc_tres: str = "") -> lis
     return typed
 
 
+def rated_parts(alloc_gpus: int, gpu_type: str | None, alloc_tres: str, prices: Prices,
+                partition: str | None = None) -> list[tuple[int, str | None, float]]:
+    """(GPUs, type, USD per GPU-hour) of each part job_cost prices: what a page shows beside the cost
+    of a job whose nodes hold different GPU types."""
+    return [(p.gpus, p.gpu_type, prices.gpu_rate(p.gpu_type, partition).usd)
+            for p in parts_of(alloc_gpus, gpu_type, alloc_tres or "") if p.gpus and p.gpus > 0]
+
+
 def gpu_hours(gpus: int, elapsed_s: float) -> float:
     if gpus <= 0 or elapsed_s <= 0:
         return 0.0
