@@ -1035,3 +1035,33 @@ def test_state_text_and_power_model_helpers() -> None:
     assert mod.extra_mw(h100, 60, 80) == (700_000 - 60_000) * 80 // 100
     assert mod.extra_mw(h100, 60, 80, 0.5) == 350_000 - 60_000
     assert mod.extra_mw(h100, 60, 80, 0.05) == 35_000 - 60_000     # below idle: negative
+
+
+@pytest.mark.unit
+def test_config_path_takes_the_node_name(fake: Fake, tmp_path: Path) -> None:
+    """FAKENVML_CONFIG=.../%n/fakenvml.conf: one value for every slurmd node of a host, each node's
+    own GPUs (cluster.sh NODES=2); %n without SLURMD_NODENAME fails nvmlInit, with a line."""
+    node_dir = tmp_path / "nodes" / "node7"
+    node_dir.mkdir(parents=True)
+    shutil.copy2(fake.config, node_dir / "fakenvml.conf")
+    pattern = str(tmp_path / "nodes" / "%n" / "fakenvml.conf")
+    assert nvml(fake, INIT_ERROR, env=fake.env(FAKENVML_CONFIG=pattern, SLURMD_NODENAME="node7")) == "ok 4"
+    assert nvml(fake, INIT_ERROR, env=fake.env(FAKENVML_CONFIG=pattern, SLURMD_NODENAME="node8")) \
+        == "NVMLError_DriverNotLoaded"
+    env = fake.env(FAKENVML_CONFIG=pattern)
+    env.pop("SLURMD_NODENAME", None)
+    r = nvml(fake, INIT_ERROR, env=env, expect_ok=False)
+    assert r.stdout.strip().endswith('"NVMLError_DriverNotLoaded"')
+    assert "names %n but SLURMD_NODENAME is unset" in r.stderr
+
+
+@pytest.mark.unit
+def test_workload_under_srun_takes_the_step_gpus(fake: Fake) -> None:
+    """A step's task on a second node inherits the batch host's SLURM_JOB_GPUS; SLURM_STEP_GPUS is its own."""
+    mod = load_module()
+    config = mod.load_config(str(fake.config))
+    env = {"SLURM_JOB_GPUS": "0,1", "SLURM_STEP_GPUS": "2,3", "CUDA_VISIBLE_DEVICES": "0,1"}
+    assert mod.visible_minors(None, env, config) == ([2, 3], "SLURM_STEP_GPUS")
+    assert mod.visible_minors(None, {"SLURM_JOB_GPUS": "1"}, config) == ([1], "SLURM_JOB_GPUS")
+    assert mod.find_config({"FAKENVML_CONFIG": "/x/%n/f.conf", "SLURMD_NODENAME": "n2"}, str(WORKLOAD)) \
+        == "/x/n2/f.conf"

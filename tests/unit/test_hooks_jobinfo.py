@@ -275,3 +275,22 @@ def test_doctor_compares_spool_with_the_config(tmp_path, words, status, says):
     if status == "WARN":
         assert "spool=/var/spool/piqc" in c.fix
     assert check_spank(str(tmp_path / "slurm.conf")).status == "OK"  # no spool_dir given: not judged
+
+
+@root_only
+def test_plugin_spool_takes_the_node_name_for_percent_n(harness, tmp_path):
+    """spool=DIR/%n/spool: each slurmd of a host running several has its own (slurmstepd puts its node
+    name in its own environment); a name that is not a plain node name writes nothing."""
+    (tmp_path / "node2").mkdir(mode=0o755)
+    words = [f"spool={tmp_path}/%n/spool"]
+    env = {**os.environ, "SLURMD_NODENAME": "node2"}
+    r = subprocess.run([str(harness), *words, "--", "batch", "77", "1001", "0", str(NO_VAL), "j"],
+                       capture_output=True, timeout=10, env=env)
+    assert r.returncode == 0, r.stderr
+    assert read(tmp_path / "node2" / "spool", 77, 1001)[0] == JobInfo(77, 1001, 0, NO_VAL, "j")
+    for bad in ("../evil", ""):
+        env = {**os.environ, "SLURMD_NODENAME": bad}
+        r = subprocess.run([str(harness), *words, "--", "batch", "78", "1001", "0", str(NO_VAL), "j"],
+                           capture_output=True, timeout=10, env=env)
+        assert r.returncode == 0 and b"no job info for the report" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node2"]
