@@ -394,10 +394,56 @@ def inputs(reader, since: int, until: int, cfg, book: PriceBook, progress: Calla
     g = pending.result() if pending is not None else _gpu_part(*gpu_args, reader=reader)
     say(f"{len(g):,} jobs' GPU rows loaded in {time.monotonic() - t0:.1f} s")
     jobs = jobs.join(g, on="id")
+    several = _several(reader, jobs, window, book, cfg["usage.min_active_share"])
+    for c, values in several.items():
+        jobs[c] = values
     tres = jobs["alloc_tres"].fillna("")
     jobs["shared"] = (_per_value(tres, lambda x: x.str.contains("gres/shard") | x.str.contains("gres/mps"))
                       | jobs["mig"].fillna(False).astype(bool)).astype(int)
     return jobs
+
+
+# The GPU rows, with their types and nodes, of the window's jobs on several nodes or of several GPU
+# types (Slurm names no one type, AllocTRES two or more: a job across nodes of different GPUs).
+_SEVERAL_GPU_SQL = ('SELECT s."job_ref", s."node", u."gpu_type", u."samples", u."seconds", u."active_seconds" '
+                    'FROM node_summaries s JOIN gpu_usage u ON u."summary_id" = s."id" '
+                    'JOIN jobs j ON j."id" = s."job_ref" WHERE j."end" IS NOT NULL AND j."end" >= :since '
+                    'AND j."end" < :until AND ((j."gpu_type" IS NULL '
+                    "AND j.\"alloc_tres\" LIKE '%gres/gpu:%gres/gpu:%') OR j.\"nodelist\" LIKE '%,%' "
+                    "OR j.\"nodelist\" LIKE '%[%')")
+
+
+def _several(reader, jobs, window: dict, book: PriceBook, min_share: float) -> dict[str, Any]:
+    """Per job, analyze.inputs.idle_cost_share (GPUs of several types) and node_use (several nodes):
+    NaN for a job on one node of one type, nearly all; only the others' GPU rows are read again."""
+    import numpy as np
+
+    from piqc_slurm.analyze.inputs import idle_cost_share, mixed_rates, node_use
+    from piqc_slurm.usage.cost import rated_parts
+
+    out = {c: np.full(len(jobs), NAN) for c in ("idle_cost_share", "used_nodes", "used_per_node")}
+    tres = jobs["alloc_tres"].fillna("")
+    mixed = (jobs["gpu_type"].isna() & (_per_value(tres, lambda x: x.str.count("gres/gpu:")) >= 2)).to_numpy()
+    multi = (jobs["nodes"] > 1).to_numpy()
+    if not (mixed | multi).any():
+        return out
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for batch in reader.batches(_SEVERAL_GPU_SQL, window, 10_000):
+        for ref, node, gtype, samples, seconds, active in batch:
+            rows.setdefault(int(ref), []).append({"node": node, "gpu_type": gtype, "samples": samples,
+                                                  "seconds": seconds, "active_seconds": active})
+    cols = jobs[["id", "cluster", "alloc_gpus", "alloc_tres", "partition"]].to_numpy()
+    for i in np.flatnonzero(mixed | multi):
+        ref, cluster, alloc, alloc_tres, partition = cols[i]
+        mine = rows.get(int(ref), [])
+        if multi[i]:
+            use = node_use(mine, min_share)
+            out["used_nodes"][i], out["used_per_node"][i] = use["used_nodes"], use["used_per_node"]
+        if mixed[i]:
+            partition = None if partition is None or partition != partition else partition
+            parts = rated_parts(int(alloc), None, alloc_tres, book.for_cluster(cluster), partition)
+            out["idle_cost_share"][i] = idle_cost_share(mine, min_share, mixed_rates(parts))
+    return out
 
 
 _SHARED: dict[str, Any] = {}  # what a forked child reads of the parent's memory

@@ -33,7 +33,7 @@ def _int(x: Any) -> int | None:
 JOB_INPUTS = ("id", "alloc_gpus", "used_gpus", "idle_gpus", "cost", "elapsed", "side", "state", "exit_code",
               "exit_signal", "derived_exit_code", "restarts", "node", "gpu_type", "mem_peak_gib", "util_used",
               "cpu_eff", "active_used", "power_used", "sm_used", "tensor_used", "elapsed_median", "cost_median",
-              "runs_before", "nodes")
+              "runs_before", "nodes", "used_nodes", "used_per_node")
 VERDICT_FIELDS = CODES + tuple(f"w_{c}" for c in CODES) + (
     "est_factor", "advice_tier", "tier_confidence", "demand_tflops", "demand_bw", "tier_saving", "ib_evidence",
     "ub_evidence", "mem_free")
@@ -58,13 +58,19 @@ def _r(x: Any, nd: int = 3) -> float | None:
     return None if v is None else round(v, nd)
 
 
-def idle_advice(used: int, alloc: int, nodes: int) -> str:
+def idle_advice(used: int, alloc: int, nodes: int, used_nodes: int | None = None,
+                used_per_node: int | None = None) -> str:
     """IDLE_GPUS's advice: the GPUs that worked, asked for as Slurm takes them (--gres=gpu:N is per
-    node: a job on several nodes is told how many per node, and on how many nodes)."""
+    node: a job on several nodes is told how many per node, and on how many nodes). used_nodes /
+    used_per_node: the nodes that had a working GPU and the most on one, where known; else the
+    working GPUs are taken as spread over the job's nodes."""
     if nodes <= 1:
         return f"Request --gres=gpu:{used}."
-    per = -(-used // nodes)  # ceil: the working GPUs spread over the job's nodes
-    need = -(-used // per)
+    if used_nodes and used_per_node:
+        per, need = used_per_node, used_nodes
+    else:
+        per = -(-used // nodes)  # ceil: the working GPUs spread over the job's nodes
+        need = -(-used // per)
     return (f"Request {used} GPU{'s' * (used != 1)} in all, not {alloc} on {nodes} nodes: "
             f"--gres=gpu:{per} on {'each of ' if need > 1 else ''}{need} node{'s' * (need != 1)} (-N{need}).")
 
@@ -115,7 +121,8 @@ def findings(j: dict[str, Any], v: dict[str, Any], min_share: float, active_util
             else:
                 f["sentence"] = (f"{idle} of {alloc} allocated GPUs did no work (active less than "
                                  f"{_pct(min_share)} of the job); ${waste:,.2f} of ${cost:,.2f} bought idle GPUs.")
-                f["advice"] = idle_advice(used, alloc, _int(j.get("nodes")) or 1)
+                f["advice"] = idle_advice(used, alloc, _int(j.get("nodes")) or 1, _int(j.get("used_nodes")),
+                                          _int(j.get("used_per_node")))
                 f["advice_gpus"] = used
             f["confidence"] = "high"
         elif code == "WRONG_TIER":

@@ -62,6 +62,49 @@ def gpu_inputs(rows: Iterable[Mapping[str, Any]], min_share: float) -> dict[str,
     }
 
 
+def mixed_rates(parts) -> tuple[dict[str | None, float], float] | None:
+    """parts: (GPUs, type, USD per GPU-hour) of a job (usage.cost.rated_parts). For GPUs of several
+    types: the rate of each type and the allocation's rate (the sum over its GPUs); else None (one
+    price: the idle GPUs' share of the count is their share of the cost)."""
+    parts = [p for p in parts if p[0] and p[0] > 0]
+    if len({t for _, t, _ in parts}) < 2:
+        return None
+    return {t: float(r) for _, t, r in parts}, float(sum(n * r for n, _, r in parts))
+
+
+def idle_cost_share(rows: Iterable[Mapping[str, Any]], min_share: float,
+                    rates: tuple[dict[str | None, float], float] | None) -> float:
+    """The idle GPUs' share of a job's cost when its GPUs are of several types, each at its own
+    price (mixed_rates): the idle rows' rates over the allocation's rate. NaN (rules.judge then
+    takes the idle GPUs' share of the count) for one type, or a row of a type without a rate."""
+    if rates is None or not rates[1] > 0:
+        return NAN
+    by_type, total = rates
+    idle = 0.0
+    for r in rows:
+        if (_f(r.get("samples")) or 0) > 0 and not did_work(
+                {"samples": r.get("samples"), "active_seconds": r.get("active_seconds"), "seconds": r.get("seconds")},
+                min_share):
+            rate = by_type.get(r.get("gpu_type"))
+            if rate is None:
+                return NAN
+            idle += rate
+    return min(idle / total, 1.0)
+
+
+def node_use(rows: Iterable[Mapping[str, Any]], min_share: float) -> dict[str, float]:
+    """rows with a "node" key: how many nodes had a working GPU (used_nodes) and the most working GPUs
+    on one (used_per_node), for the advice to a job on several nodes (--gres is per node)."""
+    per: dict[Any, int] = {}
+    for r in rows:
+        if (_f(r.get("samples")) or 0) > 0 and did_work(
+                {"samples": r.get("samples"), "active_seconds": r.get("active_seconds"), "seconds": r.get("seconds")},
+                min_share):
+            per[r.get("node")] = per.get(r.get("node"), 0) + 1
+    return {"used_nodes": float(len(per)), "used_per_node": float(max(per.values()))} if per else \
+        {"used_nodes": NAN, "used_per_node": NAN}
+
+
 def job_inputs(*, cost: float, elapsed: float, alloc_gpus: int, started: bool, failed: bool,
                gpus: dict[str, float], rate: float, tflops: float, mem_bw: float, cpu_eff: float = NAN,
                shared: bool = False, runs_before: float = NAN, elapsed_median: float = NAN,

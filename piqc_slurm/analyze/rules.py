@@ -15,7 +15,8 @@ Inputs per job (NaN where unknown; see docs/findings.md for each):
 Waste is attributed once, in this order, each code taking from what the ones
 before left (docs/findings.md "Order"):
   FAILED_SPEND   the whole cost of a run that started and did not complete
-  IDLE_GPUS      the idle GPUs' share of the cost
+  IDLE_GPUS      the idle GPUs' share of the cost (of its price, idle_cost_share, when the
+                 job's GPUs are of several types)
   WRONG_TIER     on the working GPUs' cost: what the cheaper type saves
   INPUT_BOUND    else, on the working GPUs' cost: the share the GPUs waited
   UNDER_BATCHED  else (never with INPUT_BOUND): cost minus the cost at the target
@@ -131,6 +132,10 @@ def judge(j: Any, t: Thresholds, tiers: list[dict] | None = None) -> dict[str, A
     alloc_seen = where(alloc > j["sampled_gpus"], alloc, nz(j["sampled_gpus"]))
     idle = per_gpu & (idle_n > 0)
     idle_share = where(alloc_seen > 0, hi(idle_n / lo(alloc_seen, 1), 1.0), 0.0)
+    # GPUs of several types (a job across an h100 and an l40s node): the idle ones' share of the price
+    cost_share = j.get("idle_cost_share")
+    if cost_share is not None:
+        idle_share = where(isnum(cost_share), cost_share, idle_share)
     w_idle = where(idle, left * idle_share, 0.0)
     left = left - w_idle
     working = per_gpu & (used_n > 0) & no(failed)

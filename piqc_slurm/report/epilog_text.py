@@ -56,21 +56,23 @@ class Rules:
 
 
 def judge_node(summary: dict[str, Any], prices: Prices, cost: float, rate: float, elapsed: int,
-               rules: Rules, nodes: int = 1) -> list[dict[str, Any]]:
+               rules: Rules, nodes: int = 1, parts: list | None = None) -> list[dict[str, Any]]:
     """The nightly analysis's rules (analyze.rules) on this node's GPUs (or, `nodes` > 1, on the GPUs of
     all the job's nodes, merged into `summary`). What the Epilog cannot know is left out: how the
     job ended (FAILED_SPEND), its CPU time (INPUT_BOUND by CPU), its recurring runs
     (RUNTIME_REGRESSION) and the site's other GPU types (WRONG_TIER): `piqc-slurm analyze` adds those."""
     from piqc_slurm.analyze.explain import findings
-    from piqc_slurm.analyze.inputs import gpu_inputs, job_inputs
+    from piqc_slurm.analyze.inputs import gpu_inputs, idle_cost_share, job_inputs, mixed_rates, node_use
     from piqc_slurm.analyze.rules import judge
 
     devices = summary.get("devices") or []
     gpus = summary.get("gpus") or []
     gpu_type = _one_type(devices)
     spec = prices.catalog.spec(gpu_type) if gpu_type else None
+    inputs = {**gpu_inputs(devices, rules.min_share), **node_use(devices, rules.min_share),
+              "idle_cost_share": idle_cost_share(devices, rules.min_share, mixed_rates(parts or []))}
     j = job_inputs(cost=cost, elapsed=elapsed, alloc_gpus=len(gpus), started=True, failed=False,
-                   gpus=gpu_inputs(devices, rules.min_share), rate=rate,
+                   gpus=inputs, rate=rate,
                    tflops=float(spec.bf16_tflops) if spec and spec.bf16_tflops else float("nan"),
                    mem_bw=float(spec.mem_bw_gbs) if spec and spec.mem_bw_gbs else float("nan"))
     v = judge(j, rules.thresholds, [])
@@ -146,19 +148,20 @@ def _render_nodes(summaries: list[dict[str, Any]], missing: list[str], prices: P
         lines.append("GPU monitoring was switched off for this job (--gpu-monitor=off).")
         return "\n".join(lines) + "\n"
     lines.append(f"{'node':<12} {'GPU':>4} {'util avg':>9} {'util p95':>9} {'mem peak':>10} {'energy':>11}  note")
-    total, parts, elapsed, devices, gpus, partial = 0.0, [], 0, [], [], []
+    total, parts, elapsed, devices, gpus, partial, rated = 0.0, [], 0, [], [], [], []
     for s in summaries:
         why = _no_data(s)
         if why:
             lines.append(f"{s['node']:<12} no GPU data: {why}")
         else:
             lines += [_device_line(d, s["node"]) for d in s.get("devices") or []]
-            devices += s.get("devices") or []
+            devices += [{**d, "node": s["node"]} for d in s.get("devices") or []]
         cost, rate, gpu_type, node_elapsed = node_cost(s, prices)
         total += cost
         elapsed = max(elapsed, node_elapsed)
         gpus += s.get("gpus") or []
         parts.append(f"{len(s.get('gpus') or [])} x {gpu_type or 'GPU'} at ${rate:.2f}/GPU-hour on {s['node']}")
+        rated.append((len(s.get("gpus") or []), gpu_type, rate))
         if s.get("partial"):
             partial.append(f"{s['node']}: {s.get('partial_reason')}")
     lines.append(f"Estimated cost: ${money(total):,.2f} for {_hms(elapsed)} ({'; '.join(parts)})")
@@ -169,7 +172,7 @@ def _render_nodes(summaries: list[dict[str, Any]], missing: list[str], prices: P
         hours = sum(len(s.get("gpus") or []) * node_cost(s, prices)[3] for s in summaries) / 3600.0
         merged = {**first, "devices": devices, "gpus": gpus}
         for f in judge_node(merged, prices, total, total / hours if hours > 0 else 0.0, elapsed, rules,
-                            nodes=len(summaries)):
+                            nodes=len(summaries), parts=rated):
             lines.append(f"{f['code']}: {f['sentence']}")
             lines.append(f"  Advice: {f['advice']}")
     lines += [f"(partial data: {p})" for p in partial]

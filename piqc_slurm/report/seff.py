@@ -161,8 +161,9 @@ def judge_job(view: JobView, cost: float, rate: float, prices, cfg) -> list[dict
     import math
 
     from piqc_slurm.analyze.explain import findings
-    from piqc_slurm.analyze.inputs import gpu_inputs, job_inputs
+    from piqc_slurm.analyze.inputs import gpu_inputs, idle_cost_share, job_inputs, mixed_rates, node_use
     from piqc_slurm.analyze.rules import Thresholds, judge
+    from piqc_slurm.usage.cost import rated_parts
     from piqc_slurm.usage.outcome import failed, side
 
     j = view.job
@@ -170,8 +171,14 @@ def judge_job(view: JobView, cost: float, rate: float, prices, cfg) -> list[dict
     elapsed = j.get("elapsed") or 0
     cpu_eff = eff.cpu_share(j.get("total_cpu_s"), elapsed, j.get("alloc_cpus"))
     started = j.get("start") is not None
+    min_share = cfg["usage.min_active_share"]
+    rates = mixed_rates(rated_parts(j.get("alloc_gpus") or 0, j.get("gpu_type"), j.get("alloc_tres") or "", prices,
+                                    j.get("partition")))
+    node_of = {s["id"]: s["node"] for s in view.summaries}
+    gpus = {**gpu_inputs(view.gpus, min_share), "idle_cost_share": idle_cost_share(view.gpus, min_share, rates),
+            **node_use([{**g, "node": node_of.get(g.get("summary_id"))} for g in view.gpus], min_share)}
     inp = job_inputs(cost=cost, elapsed=elapsed, alloc_gpus=j.get("alloc_gpus") or 0, started=started,
-                     failed=failed(j.get("state"), started), gpus=gpu_inputs(view.gpus, cfg["usage.min_active_share"]),
+                     failed=failed(j.get("state"), started), gpus=gpus,
                      rate=rate, tflops=float(spec.bf16_tflops) if spec and spec.bf16_tflops else math.nan,
                      mem_bw=float(spec.mem_bw_gbs) if spec and spec.mem_bw_gbs else math.nan, cpu_eff=cpu_eff)
     v = judge(inp, Thresholds.from_config(cfg), [])

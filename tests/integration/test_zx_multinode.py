@@ -111,15 +111,19 @@ def test_two_nodes_each_with_its_own_gpus(two):
     assert not uuids["node1"] & uuids["node2"]
 
 
-LOADS = {  # per node (srun task = node index): GPU 0 busy on node1, GPU 1 busy on node2, the others idle
-    0: [{"gpus": [0], "util": 90, "mem_gib": 10}],
-    1: [{"gpus": [1], "util": 60, "mem_gib": 5}],
-}
+LOAD = [{"gpus": [0], "util": 90, "mem_gib": 10}, {"gpus": [1], "util": 60, "mem_gib": 5}]
+BUSY = {"node1": {}, "node2": {0: 90, 1: 60}}  # node1's two h100 idle, node2's two l40s busy
+# by hand: the idle GPUs' share of the price, 2 x 3.99 of 2 x 3.99 + 2 x 1.09 (count share would be 1/2)
+IDLE_SHARE = 2 * PRICE["h100"] / (2 * PRICE["h100"] + 2 * PRICE["l40s"])
+
+
+def _cents(x: float) -> str:
+    return f"{int(x * 100 + 0.5 + 1e-9) / 100:.2f}"  # half up, as the reports round
 
 
 def test_a_job_on_two_nodes_end_to_end(two, tmp_path):
-    script = (f"srun bash -c 'if [ \"$SLURM_NODEID\" = 0 ]; then L={json.dumps(json.dumps(LOADS[0]))}; "
-              f"else L={json.dumps(json.dumps(LOADS[1]))}; fi; exec fakegpu-work --seconds 20 --load \"$L\"'")
+    script = (f"srun bash -c 'if [ \"$SLURM_NODEID\" = 1 ]; then exec fakegpu-work --seconds 20 --load "
+              f"{json.dumps(json.dumps(LOAD))}; else exec sleep 20; fi'")
     out = two.home / "two-%j.out"
     job = two.submit(script, "-N2", "--ntasks-per-node=1", "--gres=gpu:2", "-o", str(out), name="two-nodes")
     assert two.wait(job, timeout=180) == "COMPLETED"
@@ -127,12 +131,10 @@ def test_a_job_on_two_nodes_end_to_end(two, tmp_path):
     for node, s in summaries.items():  # each node's sampler saw its own two GPUs, as loaded there
         assert s["node"] == node and s["gpus"] == [0, 1] and not s["partial"]
         assert [d["gpu_type"] for d in s["devices"]] == [TYPE[node]] * 2
-    busy = {"node1": 0, "node2": 1}
-    want_util = {"node1": 90, "node2": 60}
-    for node, s in summaries.items():
         for d in s["devices"]:
-            if d["minor"] == busy[node]:
-                assert d["did_work"] and want_util[node] * 0.8 <= d["util_mean"] <= want_util[node]
+            want = BUSY[node].get(d["minor"])
+            if want:
+                assert d["did_work"] and want * 0.8 <= d["util_mean"] <= want
             else:
                 assert d["did_work"] is False and d["util_mean"] == 0
 
@@ -143,9 +145,15 @@ def test_a_job_on_two_nodes_end_to_end(two, tmp_path):
     assert report.startswith(f"==== piqc-slurm GPU report: job {job} on node[1-2] (2 nodes, 4 GPUs) ====")
     assert [ln.split()[:2] for ln in report.splitlines() if ln.startswith("node")][1:] == [
         ["node1", "0"], ["node1", "1"], ["node2", "0"], ["node2", "1"]]
+    node_s = {n: int(s["ended"]) - int(s["prolog_time"]) for n, s in summaries.items()}  # summary.elapsed_seconds
+    hand = {n: 2 * node_s[n] / 3600 * PRICE[TYPE[n]] for n in NODES}
+    total = hand["node1"] + hand["node2"]
     assert "2 x h100 at $3.99/GPU-hour on node1; 2 x l40s at $1.09/GPU-hour on node2" in report
-    assert "IDLE_GPUS: 2 of 4 allocated GPUs did no work" in report
-    assert "--gres=gpu:1 on each of 2 nodes (-N2)" in report
+    assert f"Estimated cost: ${_cents(total)} for " in report
+    # the idle GPUs are node1's: IDLE_GPUS takes node1's cost, not half the job's
+    assert (f"IDLE_GPUS: 2 of 4 allocated GPUs did no work (active less than 5% of the job); "
+            f"${_cents(hand['node1'])} of ${_cents(total)} bought idle GPUs.") in report
+    assert "Request 2 GPUs in all, not 4 on 2 nodes: --gres=gpu:2 on 1 node (-N1)." in report
     assert text.rstrip().endswith(report.rstrip().splitlines()[-1])
     epilogs = [ln for ln in two.hook_lines(job) if "epilog job=" in ln]
     assert sum("report: ok" in ln for ln in epilogs) == 1 and sum("not the batch host" in ln for ln in epilogs) == 1
@@ -162,12 +170,18 @@ def test_a_job_on_two_nodes_end_to_end(two, tmp_path):
     assert float(row[4]) == pytest.approx(cost, abs=0.0051)
     seff = _piqc(url, env, "seff", str(job))
     assert "GPUs: 4 (2 x h100 + 2 x l40s)" in seff
-    assert f"GPU cost: ${cost:.2f} (" in seff and "(2 h100 at $3.99 + 2 l40s at $1.09) per GPU-hour" in seff
+    assert f"GPU cost: ${_cents(cost)} (" in seff and "(2 h100 at $3.99 + 2 l40s at $1.09) per GPU-hour" in seff
     gpu_rows = [ln.split()[:2] for ln in seff.splitlines() if re.match(r"node[12]\s+\d", ln)]
     assert gpu_rows == [["node1", "0"], ["node1", "1"], ["node2", "0"], ["node2", "1"]]
     assert "GPUs that did work: 2 of 4" in seff
-    assert "IDLE_GPUS: 2 of 4 allocated GPUs did no work" in seff
-    assert "--gres=gpu:1 on each of 2 nodes (-N2)" in seff
+    assert f"IDLE_GPUS: 2 of 4 allocated GPUs did no work (active less than 5% of the job); " \
+           f"${_cents(cost * IDLE_SHARE)} of ${_cents(cost)} bought idle GPUs." in seff
+    assert "--gres=gpu:2 on 1 node (-N1)" in seff
+    _piqc(url, env, "analyze", "-S", f"uts{int(time.time()) - 600}", "-E", f"uts{int(time.time()) + 1}")
+    with sqlite3.connect(tmp_path / "piqc.db") as con:
+        (waste, advice) = con.execute("SELECT f.waste_usd, f.advice FROM findings f JOIN jobs j ON j.id = f.job_ref "
+                                      "WHERE j.job_id_raw = ? AND f.code = 'IDLE_GPUS'", (job,)).fetchone()
+    assert waste == pytest.approx(cost * IDLE_SHARE, rel=1e-6) and "--gres=gpu:2 on 1 node (-N1)" in advice
 
 
 def test_two_jobs_on_two_nodes_ending_in_the_same_second(two, tmp_path):

@@ -139,8 +139,46 @@ def test_idle_advice_is_per_node(used, alloc, nodes, advice):
     assert idle_advice(used, alloc, nodes) == advice
 
 
+def test_idle_advice_follows_where_the_gpus_worked():
+    assert idle_advice(2, 4, 2, used_nodes=1, used_per_node=2) == \
+        "Request 2 GPUs in all, not 4 on 2 nodes: --gres=gpu:2 on 1 node (-N1)."
+    assert idle_advice(3, 8, 2, used_nodes=2, used_per_node=2) == \
+        "Request 3 GPUs in all, not 8 on 2 nodes: --gres=gpu:2 on each of 2 nodes (-N2)."
+
+
 def test_first_node_and_count():
     assert (first_node("node[1-2]"), node_count("node[1-2]")) == ("node1", 2)
     assert (first_node("gpu[07-08],vm"), node_count("gpu[07-08],vm")) == ("gpu07", 3)
     assert (first_node("vm"), node_count("vm")) == ("vm", 1)
     assert node_count("None assigned") == 0
+
+
+def test_idle_gpus_of_the_dearer_type_cost_their_price_share():
+    """The same recorded job with node1's two h100 idle and node2's two l40s busy: IDLE_GPUS takes the
+    h100 share of the price, not half the cost; the advice puts the two working GPUs on one node."""
+    node1, node2 = two()
+    for d in node1["devices"]:
+        d.update(active_seconds=0.0, did_work=False, util_mean=0.0)
+    for d in node2["devices"]:
+        d.update(active_seconds=d["seconds"], did_work=True, util_mean=50.0)
+    lines = render(node1, PRICES, others=[node2]).splitlines()
+    # by hand: 2 x 20/3600 x 3.99 = 0.0443 of 0.0564 (count share: 0.0282, $0.03)
+    assert lines[7] == ("IDLE_GPUS: 2 of 4 allocated GPUs did no work (active less than 5% of the job); "
+                        "$0.04 of $0.06 bought idle GPUs.")
+    assert lines[8] == "  Advice: Request 2 GPUs in all, not 4 on 2 nodes: --gres=gpu:2 on 1 node (-N1)."
+
+
+def test_idle_cost_share_and_node_use_by_hand():
+    from piqc_slurm.analyze.inputs import idle_cost_share, mixed_rates, node_use
+
+    rows = [{"node": "a", "gpu_type": "h100", "samples": 10, "seconds": 10, "active_seconds": 0},
+            {"node": "a", "gpu_type": "h100", "samples": 10, "seconds": 10, "active_seconds": 10},
+            {"node": "b", "gpu_type": "l40s", "samples": 10, "seconds": 10, "active_seconds": 10},
+            {"node": "b", "gpu_type": "l40s", "samples": 10, "seconds": 10, "active_seconds": 10}]
+    rates = mixed_rates([(2, "h100", 4.0), (2, "l40s", 1.0)])
+    assert rates == ({"h100": 4.0, "l40s": 1.0}, 10.0)
+    assert idle_cost_share(rows, 0.05, rates) == pytest.approx(0.4)  # one idle h100: 4 of 10
+    assert mixed_rates([(4, "h100", 4.0)]) is None
+    assert idle_cost_share(rows, 0.05, None) != idle_cost_share(rows, 0.05, None)  # NaN: the count share
+    assert idle_cost_share([{**rows[0], "gpu_type": "a100"}], 0.05, rates) != 0.0  # a type without a rate: NaN
+    assert node_use(rows, 0.05) == {"used_nodes": 2.0, "used_per_node": 2.0}
