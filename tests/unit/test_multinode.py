@@ -23,7 +23,7 @@ from piqc_slurm.usage.catalog import load_catalog
 from piqc_slurm.usage.prices import Prices
 
 pytestmark = pytest.mark.unit
-FX = Path(__file__).resolve().parent.parent / "fixtures" / "summaries"
+FX = Path(__file__).resolve().parent.parent / "fixtures" / "multinode"  # of job 2526, recorded live
 PRICES = Prices(load_catalog())  # list prices: h100 $3.99, l40s $1.09 (piqc_slurm/data/gpus.json)
 
 
