@@ -182,7 +182,9 @@ def _run(ctx: JobContext, env: dict[str, str], cfg, now: float, t0: float, detac
         notes, in_outbox = [_lost(spool, out_key, exc)], False
     if cfg["epilog.user_report"]:
         try:
-            notes.append(_user_report(ctx, summary, spool, cfg, out_key, catalog))
+            # the other nodes' summaries are waited for only while the delivery keeps its time
+            notes.append(_user_report(ctx, summary, spool, cfg, out_key, catalog,
+                                      t0 + time_budget(env) - RESERVE - cfg["epilog.push_connect_timeout"]))
         except Exception as exc:  # noqa: BLE001 - the report must not stop the delivery
             notes.append(f"report failed: {exc}")
     _remove_run_dir(run_dir)
@@ -299,7 +301,8 @@ def _lost(spool: Spool, out_key: str, exc: OSError) -> str:
     return line
 
 
-def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str, catalog) -> str:
+def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str, catalog,
+                 wait_until: float | None = None) -> str:
     from piqc_slurm.hooks.userreport import PatternError, append_as_user, expand_output_path, pattern_inputs
     from piqc_slurm.report.epilog_text import Rules, render
     from piqc_slurm.usage.prices import Prices
@@ -316,7 +319,7 @@ def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str
         path = expand_output_path(ctx.stdout, inputs)
     except PatternError as exc:
         return f"report: {exc}"
-    others, missing = other_nodes(ctx, cfg, summary)
+    others, missing = other_nodes(ctx, cfg, summary, until=wait_until)
     text = "\n" + render(summary, Prices.from_config(cfg, catalog), Rules(cfg), others=others, missing=missing)
     result = append_as_user(path, text, ctx.uid, ctx.gid, ctx.user, cfg["epilog.report_timeout"])
     if result == "ok":
@@ -330,10 +333,12 @@ def _user_report(ctx: JobContext, summary: dict, spool: Spool, cfg, out_key: str
 MAX_OTHER_SUMMARY = 8 << 20  # bytes: a node's summary is a few KiB per GPU
 
 
-def other_nodes(ctx: JobContext, cfg, summary: dict, sleep=time.sleep) -> tuple[list[dict], list[str]]:
+def other_nodes(ctx: JobContext, cfg, summary: dict, sleep=time.sleep,
+                until: float | None = None) -> tuple[list[dict], list[str]]:
     """For the batch host's report of a job on several nodes: the other nodes' summaries of this run,
     as their Epilogs deliver them to the shared spool (they run at the same time as this one), waited
-    for at most epilog.report_wait seconds; and the nodes whose summary did not come (or cannot:
+    for at most epilog.report_wait seconds (and never past `until`, time.monotonic(): the hook's
+    deadline less what the delivery needs); and the nodes whose summary did not come (or cannot:
     delivery is not shared-spool). A node's file is this run's when its name has this job's key on
     that node and its start is within an hour of this node's (a reused job id's is not)."""
     from piqc_slurm.slurm.parse import ParseError, expand_nodelist
@@ -342,13 +347,17 @@ def other_nodes(ctx: JobContext, cfg, summary: dict, sleep=time.sleep) -> tuple[
         nodes = expand_nodelist(ctx.nodelist) if ctx.nodelist else []
     except ParseError:
         return [], []
-    others = [n for n in dict.fromkeys(nodes) if n != ctx.node]
+    from piqc_slurm.config import NODE_NAME
+
+    others = [n for n in dict.fromkeys(nodes) if n != ctx.node and NODE_NAME.fullmatch(n)]
     if not others:
         return [], []
     if cfg["delivery"] != "shared-spool" or not cfg["shared_spool_dir"]:
         return [], others
     started = summary.get("started") or 0
     deadline = time.monotonic() + cfg["epilog.report_wait"]
+    if until is not None:
+        deadline = min(deadline, until)
     found: dict[str, dict] = {}
     while True:
         for node in others:

@@ -182,3 +182,14 @@ def test_idle_cost_share_and_node_use_by_hand():
     assert idle_cost_share(rows, 0.05, None) != idle_cost_share(rows, 0.05, None)  # NaN: the count share
     assert idle_cost_share([{**rows[0], "gpu_type": "a100"}], 0.05, rates) != 0.0  # a type without a rate: NaN
     assert node_use(rows, 0.05) == {"used_nodes": 2.0, "used_per_node": 2.0}
+
+
+def test_other_nodes_never_wait_past_the_hooks_deadline(tmp_path):
+    import time
+
+    node1, _ = two()
+    slept = []
+    t = time.monotonic()
+    got = other_nodes(_ctx("node[1-2]"), _cfg(tmp_path, **{"epilog.report_wait": 60.0}), node1,
+                      sleep=lambda s: (slept.append(s), time.sleep(s)), until=time.monotonic() + 0.2)
+    assert got == ([], ["node2"]) and time.monotonic() - t < 2.0 and slept
